@@ -1,0 +1,1 @@
+"""Continuous-batching engine over llama.cpp KV-cache slots."""

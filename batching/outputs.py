@@ -1,0 +1,104 @@
+"""What the scheduler plans for a step and what the engine hands back after it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batching.sequence import Sequence
+
+
+@dataclass(slots=True)
+class PrefillChunk:
+    """Prompt tokens [start, end) of one sequence to compute in this step."""
+
+    seq: Sequence
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class KvOp:
+    """A KV-cache edit to make before the step's decode.
+
+    "rm": drop the cells of slot `dst` from position `pos` on. "cp": make slot `dst` share
+    the cells of slot `src` for positions [0, pos) (after dropping everything `dst` held).
+    """
+
+    kind: str
+    dst: int
+    pos: int
+    src: int = -1
+
+
+@dataclass(slots=True)
+class SchedulerOutput:
+    """One step's work: one token for every decoding sequence plus prompt chunks.
+
+    `sample_seqs[i]` takes its next token from logits row `sample_rows[i]`; forks share their
+    parent's row in the step that completes the parent's prompt.
+    """
+
+    decode: list[Sequence] = field(default_factory=list)
+    prefill: list[PrefillChunk] = field(default_factory=list)
+    kv_ops: list[KvOp] = field(default_factory=list)
+    sample_seqs: list[Sequence] = field(default_factory=list)
+    sample_rows: list[int] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.decode and not self.prefill
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.decode) + sum(c.end - c.start for c in self.prefill)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token with its log-probability and the top alternatives."""
+
+    token_id: int
+    token: bytes
+    logprob: float
+    top: tuple[tuple[int, bytes, float], ...] = ()
+
+
+@dataclass(slots=True)
+class StepOutput:
+    """New text of one sequence after one step; the last one has `finish_reason` set.
+
+    `finish_reason` is "stop", "length", "abort" (client went away) or "error" (then `error`
+    says why: the prompt does not fit, the KV cache is full, ...).
+    """
+
+    request_id: str
+    index: int
+    delta_text: str
+    token_ids: list[int]
+    finish_reason: str | None = None
+    error: str | None = None
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+    num_output_tokens: int = 0
+    queue_s: float | None = None  # set on a sequence's first output: submit -> slot
+    logprobs: list[TokenLogprob] | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StepStats:
+    """What one engine step did; handed to an observer (metrics) on the engine thread."""
+
+    num_decode_seqs: int
+    num_prefill_tokens: int
+    num_seqs: int
+    duration_s: float  # the whole step
+    schedule_s: float  # planning the batch
+    decode_s: float  # batch fill + llama_decode + sync (+ retries when the KV cache was full)
+    sample_s: float  # logits processing and sampling of every row
+    update_s: float  # detokenising, stop checks, building outputs

@@ -1,0 +1,259 @@
+"""The one module that talks to llama.cpp: model, context, batches, KV cells, tokenizer."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import llama_cpp
+import numpy as np
+
+from batching.config import EngineConfig
+from batching.info import ModelInfo
+from batching.outputs import KvOp, SchedulerOutput
+from batching.sampler import Grammar, Logits
+
+logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's chatter off
+
+_I32P = ctypes.POINTER(ctypes.c_int32)
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+class ModelRunner(Protocol):
+    """What the engine needs from a model; tests use a deterministic fake."""
+
+    info: ModelInfo
+    pieces: list[bytes]
+    eog_ids: frozenset[int]
+
+    def tokenize(self, text: str, add_bos: bool, parse_special: bool) -> list[int]: ...
+    def apply_kv_ops(self, ops: list[KvOp]) -> None: ...
+    def clear_slot(self, slot_id: int) -> None: ...
+    def forward(self, out: SchedulerOutput) -> int: ...
+    def logits(self) -> Logits: ...
+    def make_grammar(self, gbnf: str) -> Grammar: ...
+    def close(self) -> None: ...
+
+
+class _Batch:
+    """A llama_batch over numpy buffers so that filling it is a few vectorised copies."""
+
+    def __init__(self, capacity: int) -> None:
+        self.token = np.zeros(capacity, np.int32)
+        self.pos = np.zeros(capacity, np.int32)
+        self.n_seq_id = np.ones(capacity, np.int32)
+        self.seq_id = np.zeros(capacity, np.int32)
+        self.logits = np.zeros(capacity, np.int8)
+        base = self.seq_id.ctypes.data
+        self._seq_ptrs = (_I32P * capacity)(
+            *(ctypes.cast(base + 4 * i, _I32P) for i in range(capacity))
+        )
+        self.struct = llama_cpp.llama_batch(
+            n_tokens=0,
+            token=self.token.ctypes.data_as(_I32P),
+            embd=None,
+            pos=self.pos.ctypes.data_as(_I32P),
+            n_seq_id=self.n_seq_id.ctypes.data_as(_I32P),
+            seq_id=ctypes.cast(self._seq_ptrs, ctypes.POINTER(_I32P)),
+            logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+
+    def fill(self, out: SchedulerOutput) -> int:
+        """Write the step's tokens; return how many logits rows the decode will produce."""
+        d = len(out.decode)
+        if d:
+            self.token[:d] = [s.output_ids[-1] for s in out.decode]
+            self.pos[:d] = [s.num_tokens - 1 for s in out.decode]
+            self.seq_id[:d] = [s.slot_id or 0 for s in out.decode]
+            self.logits[:d] = 1
+        n, rows = d, d
+        for c in out.prefill:
+            m = c.end - c.start
+            self.token[n : n + m] = c.seq.prompt_ids[c.start : c.end]
+            self.pos[n : n + m] = np.arange(c.start, c.end, dtype=np.int32)
+            self.seq_id[n : n + m] = c.seq.slot_id or 0
+            self.logits[n : n + m] = 0
+            if c.end == c.seq.num_prompt_tokens:
+                self.logits[n + m - 1] = 1
+                rows += 1
+            n += m
+        self.struct.n_tokens = n
+        return rows
+
+
+class LlamaGrammar:
+    """llama.cpp's GBNF sampler, used only to mask a row and to follow the chosen tokens."""
+
+    def __init__(self, vocab: Any, gbnf: str, n_vocab: int) -> None:
+        self._smpl = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
+        if not self._smpl:
+            raise ValueError("the grammar does not parse as GBNF with a 'root' rule")
+        self._data = np.zeros(n_vocab, _TOKEN_DATA)
+        self._data["id"] = np.arange(n_vocab, dtype=np.int32)
+        self._arr = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(self._data.ctypes.data, llama_cpp.llama_token_data_p),
+            size=n_vocab,
+            selected=-1,
+            sorted=False,
+        )
+
+    def mask(self, row: Logits) -> None:
+        self._data["id"] = np.arange(row.shape[0], dtype=np.int32)
+        self._data["logit"] = row
+        self._arr.size, self._arr.selected, self._arr.sorted = row.shape[0], -1, False
+        llama_cpp.llama_sampler_apply(self._smpl, ctypes.byref(self._arr))
+        row[self._data["id"]] = self._data["logit"]
+
+    def accept(self, token_id: int) -> None:
+        llama_cpp.llama_sampler_accept(self._smpl, token_id)
+
+    def close(self) -> None:
+        if self._smpl:
+            llama_cpp.llama_sampler_free(self._smpl)
+            self._smpl = None
+
+
+class LlamaRunner:
+    """One llama.cpp model and context; one KV-cache sequence per slot."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        path = Path(config.model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        llama_cpp.llama_backend_init()
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = 999 if config.n_gpu_layers < 0 else config.n_gpu_layers
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise ValueError(f"llama.cpp could not load {path} as a GGUF model")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self._ctx = llama_cpp.llama_init_from_model(self._model, self._context_params(config))
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            raise ValueError(f"llama.cpp could not create a context of {config.n_ctx} cells")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._is_unified = config.kv_unified
+        self.n_ctx_seq = llama_cpp.llama_n_ctx_seq(self._ctx)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.pieces = [self._piece(t, special=False) for t in range(self.n_vocab)]
+        self.eog_ids = frozenset(
+            t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)
+        )
+        self._batch = _Batch(config.n_batch)
+        self._rows = 0
+        self.info = self._model_info(path, config)
+
+    @staticmethod
+    def _context_params(config: EngineConfig) -> Any:
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = config.n_ctx
+        cparams.n_batch = config.n_batch
+        cparams.n_ubatch = min(config.n_ubatch, config.n_batch)
+        cparams.n_seq_max = config.n_slots
+        cparams.kv_unified = config.kv_unified
+        threads = config.n_threads or os.cpu_count() or 4
+        cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+            if config.flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        cparams.no_perf = True
+        return cparams
+
+    def _model_info(self, path: Path, config: EngineConfig) -> ModelInfo:
+        n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
+        n_ctx = min(self.n_ctx_seq, n_ctx_train) if n_ctx_train > 0 else self.n_ctx_seq
+        if config.max_seq_len:
+            n_ctx = min(n_ctx, config.max_seq_len)
+        bos = llama_cpp.llama_vocab_bos(self._vocab)
+        eos = llama_cpp.llama_vocab_eos(self._vocab)
+        template = llama_cpp.llama_model_chat_template(self._model, None)
+        desc = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(self._model, desc, 256)
+        return ModelInfo(
+            path=path,
+            model_id=path.name.removesuffix(".gguf"),
+            n_ctx=n_ctx,
+            n_ctx_train=n_ctx_train,
+            n_slots=config.n_slots,
+            n_vocab=self.n_vocab,
+            bos_id=bos,
+            eos_id=eos,
+            add_bos=bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)),
+            bos_text=self._piece(bos, special=True).decode("utf-8", "replace"),
+            eos_text=self._piece(eos, special=True).decode("utf-8", "replace"),
+            chat_template=template.decode("utf-8") if template else None,
+            quantization=_ftype_name(llama_cpp.llama_model_ftype(self._model)),
+            description=desc.value.decode("utf-8", "replace"),
+        )
+
+    def _piece(self, token: int, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(128)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 128, 0, special)
+        return buf.raw[: max(n, 0)]
+
+    def tokenize(self, text: str, add_bos: bool, parse_special: bool) -> list[int]:
+        """Text to token ids (llama.cpp's tokenizer; safe to call from another thread)."""
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), buf, cap, add_bos, parse_special
+            )
+        return list(buf[:n])
+
+    def apply_kv_ops(self, ops: list[KvOp]) -> None:
+        for op in ops:
+            if op.kind == "rm":
+                if not llama_cpp.llama_memory_seq_rm(self._mem, op.dst, op.pos, -1):
+                    llama_cpp.llama_memory_seq_rm(self._mem, op.dst, -1, -1)
+            else:
+                llama_cpp.llama_memory_seq_rm(self._mem, op.dst, -1, -1)
+                # across per-sequence streams llama.cpp copies whole streams only (it asserts
+                # otherwise); the source holds exactly the prompt when a fork is made
+                p0, p1 = (0, op.pos) if self._is_unified else (-1, -1)
+                llama_cpp.llama_memory_seq_cp(self._mem, op.src, op.dst, p0, p1)
+
+    def clear_slot(self, slot_id: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self._mem, slot_id, -1, -1)
+
+    def forward(self, out: SchedulerOutput) -> int:
+        """One llama_decode over the whole step; llama.cpp's return code (1 = no KV room)."""
+        self._rows = self._batch.fill(out)
+        rc = int(llama_cpp.llama_decode(self._ctx, self._batch.struct))
+        llama_cpp.llama_synchronize(self._ctx)  # the logits are read next; time the GPU here
+        return rc
+
+    def logits(self) -> Logits:
+        """The last decode's logits rows, in batch order, as a view (valid until next decode)."""
+        ptr = llama_cpp.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(ptr, shape=(self._rows, self.n_vocab))
+
+    def make_grammar(self, gbnf: str) -> Grammar:
+        return LlamaGrammar(self._vocab, gbnf, self.n_vocab)
+
+    def close(self) -> None:
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+
+def _ftype_name(ftype: int) -> str:
+    for name in dir(llama_cpp):
+        if (
+            name.startswith(("LLAMA_FTYPE_MOSTLY_", "LLAMA_FTYPE_ALL_"))
+            and getattr(llama_cpp, name) == ftype
+        ):
+            return name.removeprefix("LLAMA_FTYPE_MOSTLY_").removeprefix("LLAMA_FTYPE_ALL_")
+    return f"ftype-{ftype}"

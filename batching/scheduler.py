@@ -1,0 +1,256 @@
+"""Which sequences run in the next step, and what each sampled token does to its sequence."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from batching.outputs import KvOp, PrefillChunk, SchedulerOutput, StepOutput, TokenLogprob
+from batching.sequence import Sequence, SequenceStatus
+from batching.slots import SlotTable
+
+KV_FULL_ERROR = "the KV cache is full: the request was stopped to let the others finish"
+
+
+class Scheduler:
+    """Owns the waiting queue and the running sequences; the only code that mutates them."""
+
+    def __init__(
+        self,
+        slots: SlotTable,
+        n_batch: int,
+        n_ctx: int,
+        max_seq_len: int,
+        eog_ids: frozenset[int],
+    ) -> None:
+        self.slots = slots
+        self.n_batch = n_batch
+        self.n_ctx = n_ctx
+        self.max_seq_len = max_seq_len
+        self.eog_ids = eog_ids
+        self.waiting: deque[list[Sequence]] = deque()  # one group (n choices) per request, FIFO
+        self.running: list[Sequence] = []
+        self._kv_ops: list[KvOp] = []
+        self._outputs: list[StepOutput] = []  # finishes that happened outside a step
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running or self._outputs)
+
+    @property
+    def num_waiting(self) -> int:
+        return sum(len(g) for g in self.waiting)
+
+    def add(self, group: list[Sequence]) -> None:
+        """Queue the choices of one request; a prompt that cannot fit finishes at once."""
+        n = group[0].num_prompt_tokens
+        if n == 0 or n >= self.max_seq_len:
+            why = (
+                "the prompt is empty"
+                if n == 0
+                else f"the prompt has {n} tokens; this model's context holds {self.max_seq_len}"
+            )
+            for seq in group:
+                self._finish(seq, SequenceStatus.FINISHED_ERROR, why)
+            return
+        self.waiting.append(group)
+
+    def abort(self, request_id: str) -> None:
+        """Finish every sequence of a request; its slots are free for the next step."""
+        for group in [g for g in self.waiting if g[0].request_id == request_id]:
+            self.waiting.remove(group)
+            for seq in group:
+                self._finish(seq, SequenceStatus.FINISHED_ABORTED)
+        for seq in [s for s in self.running if s.request_id == request_id]:
+            self._finish(seq, SequenceStatus.FINISHED_ABORTED)
+
+    def take_outputs(self) -> list[StepOutput]:
+        """Outputs of sequences that finished between steps (aborts, prompts that cannot fit)."""
+        outs, self._outputs = self._outputs, []
+        return outs
+
+    def schedule(self, admit: bool = True) -> SchedulerOutput:
+        """Plan one step under the `n_batch` token budget.
+
+        NOTE: every decoding sequence gets its one token first, so admitting new requests never
+        stalls running streams; prompt chunks of sequences already prefilling come next (oldest
+        first), then waiting requests are admitted in FIFO order while slots, budget and KV
+        cells last. A request whose choices do not all find a slot waits: nobody overtakes it.
+        """
+        out = SchedulerOutput(kv_ops=self._kv_ops)
+        self._kv_ops = []
+        for seq in self.running:
+            if not seq.is_prefilling and not seq.is_fork_pending:
+                out.sample_rows.append(len(out.decode))
+                out.sample_seqs.append(seq)
+                out.decode.append(seq)
+        budget = self.n_batch - len(out.decode)
+        for seq in self.running:
+            if seq.is_prefilling and seq.parent is None and budget > 0:
+                budget -= self._chunk(out, seq, budget)
+        while admit and budget > 0 and self.waiting and self._can_admit(self.waiting[0]):
+            group = self.waiting.popleft()
+            for seq in group:
+                self._admit(seq, group[0], out)
+            budget -= self._chunk(out, group[0], budget)
+        self._assign_prefill_rows(out)
+        return out
+
+    def update(
+        self,
+        out: SchedulerOutput,
+        tokens: list[int],
+        logprobs: list[TokenLogprob | None] | None = None,
+    ) -> list[StepOutput]:
+        """Apply the step's results: computed prompt chunks and one sampled token per sampler."""
+        for chunk in out.prefill:
+            chunk.seq.num_computed_tokens = chunk.end
+        for seq in out.sample_seqs:
+            if seq.is_fork_pending:  # before any token: a parent that stops now keeps its forks
+                self._fork(seq)
+        outputs = self.take_outputs()
+        for i, seq in enumerate(out.sample_seqs):
+            if seq.is_finished:
+                continue
+            lp = logprobs[i] if logprobs else None
+            outputs.append(self._append_token(seq, tokens[i], lp))
+        return outputs
+
+    def fail_newest(self, out: SchedulerOutput) -> list[int]:
+        """The KV cache is full: stop the most recently admitted request; return its slots."""
+        seqs = out.decode + [c.seq for c in out.prefill]
+        victim = max(seqs, key=lambda s: s.admit_time or 0.0)
+        freed = []
+        for seq in [s for s in self.running if s.request_id == victim.request_id]:
+            assert seq.slot_id is not None
+            freed.append(seq.slot_id)
+            self._finish(seq, SequenceStatus.FINISHED_ERROR, KV_FULL_ERROR)
+            self.slots.forget(seq.slot_id)
+        return freed
+
+    def fail(self, seq: Sequence, why: str) -> None:
+        """End one sequence with an error (its cells are to be cleared by the caller)."""
+        self._finish(seq, SequenceStatus.FINISHED_ERROR, why)
+
+    def num_cells_in_use(self) -> int:
+        """KV cells held by running sequences plus the prefix caches of free slots."""
+        return sum(s.num_tokens for s in self.running) + self.slots.num_cached_cells()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _can_admit(self, group: list[Sequence]) -> bool:
+        if self.slots.num_free < len(group):
+            return False
+        if not self.running:
+            return True
+        # Leave room for the running sequences to grow: admit only what the free cells hold.
+        busy = sum(s.num_tokens for s in self.running)
+        return busy + group[0].num_prompt_tokens + len(self.running) < self.n_ctx
+
+    def _admit(self, seq: Sequence, parent: Sequence, out: SchedulerOutput) -> None:
+        slot_id, num_cached = self.slots.acquire(seq.prompt_ids)
+        seq.slot_id, seq.status, seq.admit_time = slot_id, SequenceStatus.RUNNING, time.monotonic()
+        self.running.append(seq)
+        if seq is not parent:
+            seq.parent = parent
+            return
+        # at least the last prompt token is computed again: its logits give the first token
+        seq.num_computed_tokens = seq.num_cached_tokens = min(num_cached, seq.num_prompt_tokens - 1)
+        out.kv_ops.append(KvOp("rm", slot_id, seq.num_computed_tokens))
+
+    def _chunk(self, out: SchedulerOutput, seq: Sequence, budget: int) -> int:
+        start = seq.num_computed_tokens
+        end = min(seq.num_prompt_tokens, start + budget)
+        out.prefill.append(PrefillChunk(seq, start, end))
+        return end - start
+
+    def _assign_prefill_rows(self, out: SchedulerOutput) -> None:
+        row = len(out.decode)
+        for chunk in out.prefill:
+            if chunk.end == chunk.seq.num_prompt_tokens:
+                out.sample_rows.append(row)
+                out.sample_seqs.append(chunk.seq)
+                for fork in self.running:
+                    if fork.parent is chunk.seq and fork.is_fork_pending:
+                        out.sample_rows.append(row)
+                        out.sample_seqs.append(fork)
+                row += 1
+
+    def _fork(self, seq: Sequence) -> None:
+        parent = seq.parent
+        assert parent is not None and parent.slot_id is not None and seq.slot_id is not None
+        n = seq.num_prompt_tokens
+        self._kv_ops.append(KvOp("cp", seq.slot_id, n, src=parent.slot_id))
+        seq.is_forked, seq.num_computed_tokens = True, n
+        seq.num_cached_tokens = parent.num_cached_tokens
+
+    def _append_token(self, seq: Sequence, token: int, lp: TokenLogprob | None) -> StepOutput:
+        seq.output_ids.append(token)
+        params = seq.params
+        text, status = "", None
+        if (token in self.eog_ids and not params.ignore_eos) or token in params.stop_token_ids:
+            status = SequenceStatus.FINISHED_STOPPED
+            text = self._flush(seq)
+        else:
+            text, hit = seq.stop_checker.push(seq.detokenizer.push(token))
+            if hit:
+                status = SequenceStatus.FINISHED_STOPPED
+            elif len(seq.output_ids) >= params.max_tokens or seq.num_tokens >= self.max_seq_len:
+                status = SequenceStatus.FINISHED_LENGTH
+                text += self._flush(seq)
+        out = self._output(seq, text, [token], [lp] if lp is not None else None)
+        if status is not None:
+            self._finish(seq, status, emit=False)
+            out.finish_reason = seq.finish_reason
+        return out
+
+    @staticmethod
+    def _flush(seq: Sequence) -> str:
+        text, hit = seq.stop_checker.push(seq.detokenizer.flush())
+        return text if hit else text + seq.stop_checker.flush()
+
+    def _output(
+        self,
+        seq: Sequence,
+        text: str,
+        token_ids: list[int],
+        lps: list[TokenLogprob] | None,
+    ) -> StepOutput:
+        queue_s = None
+        if not seq.has_reported_queue and seq.admit_time is not None:
+            seq.has_reported_queue = True
+            queue_s = seq.admit_time - seq.arrival_time
+        return StepOutput(
+            request_id=seq.request_id,
+            index=seq.index,
+            delta_text=text,
+            token_ids=token_ids,
+            num_prompt_tokens=seq.num_prompt_tokens,
+            num_cached_tokens=seq.num_cached_tokens,
+            num_output_tokens=len(seq.output_ids),
+            queue_s=queue_s,
+            logprobs=lps,
+        )
+
+    def _finish(
+        self,
+        seq: Sequence,
+        status: SequenceStatus,
+        error: str | None = None,
+        emit: bool = True,
+    ) -> None:
+        if seq.is_finished:  # a fork already ended with its parent
+            return
+        seq.status, seq.error = status, error
+        seq.sampling.close()
+        if seq in self.running:
+            self.running.remove(seq)
+            assert seq.slot_id is not None
+            kv = [] if seq.is_fork_pending else seq.kv_tokens()
+            self.slots.release(seq.slot_id, kv)
+        for fork in [s for s in self.running if s.parent is seq and s.is_fork_pending]:
+            self._finish(fork, status, error)  # choices that never got the prompt end with it
+        if emit:
+            out = self._output(seq, "", [], None)
+            out.finish_reason, out.error = seq.finish_reason, error
+            self._outputs.append(out)

@@ -1,0 +1,85 @@
+"""The fixed set of KV-cache slots; a slot id is the llama.cpp sequence id of its cells."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIN_SHARED_PREFIX = 16  # tokens a free slot's cache must share to be chosen over the LRU slot
+
+
+@dataclass(slots=True)
+class Slot:
+    """One slot: whether a sequence holds it, and which tokens its KV cells hold."""
+
+    slot_id: int
+    is_busy: bool = False
+    cached: list[int] = field(default_factory=list)  # tokens whose cells are kept, by position
+    last_used: int = 0
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    """Number of leading tokens two lists share."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class SlotTable:
+    """Hands out free slots, preferring the one whose cached tokens share the longest prefix."""
+
+    def __init__(self, n_slots: int, prefix_cache: bool = True) -> None:
+        self.slots = [Slot(i) for i in range(n_slots)]
+        self.prefix_cache = prefix_cache
+        self._clock = 0
+
+    @property
+    def num_free(self) -> int:
+        return sum(not s.is_busy for s in self.slots)
+
+    @property
+    def num_busy(self) -> int:
+        return len(self.slots) - self.num_free
+
+    def acquire(self, prompt_ids: list[int]) -> tuple[int, int]:
+        """Take a free slot; return (slot_id, number of prompt tokens its cells already hold).
+
+        Without a useful prefix, take the least recently used slot so that warm caches last.
+        """
+        free = [s for s in self.slots if not s.is_busy]
+        if not free:
+            raise RuntimeError("no free slot")
+        best, best_len = min(free, key=lambda s: s.last_used), 0
+        if self.prefix_cache:
+            for s in free:
+                n = common_prefix_len(s.cached, prompt_ids)
+                if n > best_len:
+                    best, best_len = s, n
+            # Sharing only a BOS or a word is not worth wiping another warm cache for.
+            if best_len < min(MIN_SHARED_PREFIX, len(prompt_ids) // 2 + 1):
+                best = min(free, key=lambda s: s.last_used)
+                best_len = common_prefix_len(best.cached, prompt_ids)
+        best.is_busy = True
+        best.cached = best.cached[:best_len]
+        return best.slot_id, best_len
+
+    def release(self, slot_id: int, kv_tokens: list[int]) -> None:
+        """Give a slot back; its cells keep `kv_tokens` for a later request to reuse."""
+        slot = self.slots[slot_id]
+        self._clock += 1
+        slot.is_busy, slot.last_used = False, self._clock
+        slot.cached = list(kv_tokens) if self.prefix_cache else []
+
+    def forget(self, slot_id: int) -> None:
+        """The slot's cells were cleared: nothing cached is left."""
+        self.slots[slot_id].cached = []
+
+    def idle_cached(self) -> list[int]:
+        """Free slots that still hold cells, least recently used first (eviction order)."""
+        idle = [s for s in self.slots if not s.is_busy and s.cached]
+        return [s.slot_id for s in sorted(idle, key=lambda s: s.last_used)]
+
+    def num_cached_cells(self) -> int:
+        """Cells held by free slots' caches."""
+        return sum(len(s.cached) for s in self.slots if not s.is_busy)

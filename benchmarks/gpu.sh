@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# The GPU benchmark in two calls on the lent H200 machine (see benchmarks/README.md):
+#   benchmarks/gpu.sh build   wheels -> /tmp/site, llama.cpp CUDA build, 7B demo model, Q4_K_M  (<= 9 min)
+#   benchmarks/gpu.sh bench   batched-bench, then gateway, llama-server -np 64, -np 1         (<= 9.5 min)
+# Needs benchmarks/prepare.sh to have filled .dev/ on the dev machine. Everything that must outlive
+# a call lives under /tmp; $OUT receives build.log, or bench.log and results.json.
+set -uo pipefail # no -e: every step is time-boxed and its failure logged, and the rest carries on
+
+MODE="${1:-}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${OUT:-/tmp/gpu-out}"
+SDIST=llama_cpp_python-0.3.36
+SRC=/tmp/$SDIST
+LLAMA=$SRC/vendor/llama.cpp
+BIN=$LLAMA/build/bin # libllama.so, libggml*.so and the tools all land here
+SITE=/tmp/site
+PYLIB=/tmp/pylib # holds only a llama_cpp -> $SRC/llama_cpp link, so the sdist's tests/ never shadow ours
+MODELS=/tmp/m
+F16=$MODELS/vicuna7b-f16.gguf
+MODEL=$MODELS/vicuna7b-q4_k_m.gguf
+BUILD_LOG=/tmp/llama-build.log
+BUILD_RC=/tmp/llama-build.rc
+BUILD_PID=/tmp/llama-build.pid
+RESULTS=/tmp/bench-results # one JSON per server x workload; only the combined file goes to $OUT
+# 64 slots x 1,280 tokens: the shared-prefix workload needs 1,000 + 32 + 128 tokens per slot, and
+# llama-server with an explicit -np splits -c evenly between slots (40,960 would give 640 each).
+CTX=81920
+RESERVE=25 # seconds kept at the end of `bench` for stopping the server and combining
+T0=$SECONDS
+SERVER_PID=""
+SERVER_NAME=""
+MODEL_ID=default
+
+CMAKE_FLAGS=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DBUILD_SHARED_LIBS=ON
+  -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release)
+BUILD_TARGETS=(llama llama-server llama-batched-bench llama-quantize)
+# Host prompt cache off (--cache-ram 0): with all-distinct prompts it only copies every finished
+# sequence's KV to host RAM. Each slot still reuses its own previous prompt (cache_prompt).
+LLAMA_SERVER_FLAGS=(-ngl 99 -fa on -b 2048 -ub 512 --cache-ram 0 --no-webui --host 127.0.0.1)
+
+log() { printf '[%4ds] %s\n' $((SECONDS - T0)) "$*"; }
+left() { echo $((DEADLINE - (SECONDS - T0))); }
+
+# step NAME LIMIT CMD...: run CMD under `timeout`, then print how long it took and its status.
+step() {
+  local name=$1 limit=$2 start=$SECONDS rc
+  shift 2
+  log "start $name (limit ${limit}s)"
+  timeout --kill-after=10 "$limit" "$@"
+  rc=$?
+  log "end   $name: rc=$rc after $((SECONDS - start))s"
+  return "$rc"
+}
+
+# quiet_step NAME LIMIT LOGFILE CMD...: like step, with CMD's output in LOGFILE and its tail shown.
+quiet_step() {
+  local name=$1 limit=$2 file=$3 start=$SECONDS rc
+  shift 3
+  log "start $name (limit ${limit}s, output in $file)"
+  timeout --kill-after=10 "$limit" "$@" >"$file" 2>&1
+  rc=$?
+  tail -n "${QUIET_TAIL:-6}" "$file" | cut -c1-200
+  log "end   $name: rc=$rc after $((SECONDS - start))s"
+  return "$rc"
+}
+
+setup_env() {
+  export PYTHONPATH="$REPO:$SITE:$PYLIB${PYTHONPATH:+:$PYTHONPATH}"
+  export LLAMA_CPP_LIB_PATH="$BIN"
+  export LD_LIBRARY_PATH="$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export PYTHONUNBUFFERED=1
+}
+
+# ---------------------------------------------------------------- build
+install_wheels() {
+  if [[ -f $SITE/.done ]]; then log "wheels already in $SITE"; return 0; fi
+  rm -rf "$SITE"
+  if ! step wheels 120 python3 -m pip install -q --no-index --no-deps --no-compile \
+    --target "$SITE" "$REPO"/.dev/wheels/*.whl; then
+    log "pip failed; unzipping the wheels instead"
+    rm -rf "$SITE" && mkdir -p "$SITE"
+    for wheel in "$REPO"/.dev/wheels/*.whl; do python3 -m zipfile -e "$wheel" "$SITE" || return 1; done
+  fi
+  touch "$SITE/.done"
+}
+
+unpack_sdist() {
+  if [[ ! -d $SRC ]]; then
+    rm -rf "$SRC.partial" && mkdir -p "$SRC.partial"
+    tar -xzf "$REPO/.dev/$SDIST-slim.tar.gz" -C "$SRC.partial" || return 1
+    mv "$SRC.partial/$SDIST" "$SRC" && rm -rf "$SRC.partial"
+    log "unpacked the slim sdist into $SRC"
+  fi
+  mkdir -p "$PYLIB" && ln -sfn "$SRC/llama_cpp" "$PYLIB/llama_cpp"
+}
+
+build_done() {
+  [[ -f $BUILD_RC && "$(cat "$BUILD_RC")" == 0 && -x $BIN/llama-server && -e $BIN/libllama.so ]]
+}
+
+start_build() {
+  if build_done; then log "llama.cpp build already done"; return 0; fi
+  if [[ -f $BUILD_PID ]] && kill -0 "$(cat "$BUILD_PID")" 2>/dev/null; then
+    log "llama.cpp build already running (pid $(cat "$BUILD_PID"))"
+    return 0
+  fi
+  rm -f "$BUILD_RC"
+  log "starting the llama.cpp CUDA build in the background: ${BUILD_TARGETS[*]} (log $BUILD_LOG)"
+  # setsid: the build is its own session, so it survives this call if the call runs out of time.
+  # shellcheck disable=SC2016 # $1.. expand inside the child shell
+  setsid bash -c 'cd "$1" && cmake -S . -B build -G Ninja "${@:4}" \
+      && cmake --build build -j "$(nproc)" --target $3; echo $? > "$2"' \
+    _ "$LLAMA" "$BUILD_RC" "${BUILD_TARGETS[*]}" "${CMAKE_FLAGS[@]}" \
+    >"$BUILD_LOG" 2>&1 </dev/null &
+  echo $! >"$BUILD_PID"
+}
+
+write_f16() {
+  if [[ -f $MODEL || -f $F16.done ]]; then log "demo model already written"; return 0; fi
+  mkdir -p "$MODELS" && rm -f "$F16"
+  step demo-model 300 python3 -m batching.demo_model "$F16" --size 7b \
+    --vocab "$LLAMA/models/ggml-vocab-llama-spm.gguf" && touch "$F16.done"
+  ls -la "$MODELS"
+}
+
+wait_build() {
+  local last=$SECONDS pid
+  until [[ -f $BUILD_RC ]]; do
+    if (($(left) <= 0)); then
+      log "build still running at this call's deadline: run 'gpu.sh build' again (machine warm)"
+      return 1
+    fi
+    pid=$(cat "$BUILD_PID" 2>/dev/null)
+    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null && [[ ! -f $BUILD_RC ]]; then
+      log "the build process is gone without a status"; tail -n 30 "$BUILD_LOG"; return 1
+    fi
+    if ((SECONDS - last >= 30)); then log "building: $(tail -n 1 "$BUILD_LOG" | cut -c1-140)"; last=$SECONDS; fi
+    sleep 2
+  done
+  if ! build_done; then log "llama.cpp build FAILED"; tail -n 60 "$BUILD_LOG"; return 1; fi
+  log "llama.cpp build done"
+  grep -iE 'CUDA Toolkit|CUDA architectures|Using CUDA' "$BUILD_LOG" | head -n 4
+  ls "$BIN"
+}
+
+quantize() {
+  if [[ -f $MODEL ]]; then log "Q4_K_M model already there"; return 0; fi
+  if [[ ! -f $F16.done || ! -x $BIN/llama-quantize ]]; then log "cannot quantize: no F16 model or no llama-quantize"; return 1; fi
+  if (($(left) < 75)); then log "no time left to quantize here; 'gpu.sh bench' does it first"; return 0; fi
+  quiet_step quantize "$(left)" /tmp/quantize.log "$BIN/llama-quantize" "$F16" "$MODEL.partial" Q4_K_M 16 \
+    && mv "$MODEL.partial" "$MODEL" && rm -f "$F16" "$F16.done" && ls -la "$MODELS"
+}
+
+check_python() {
+  step llama-cpp-python 60 python3 -c 'import llama_cpp
+print("llama_cpp", llama_cpp.__version__, "from", llama_cpp.__file__)
+print("gpu offload:", llama_cpp.llama_supports_gpu_offload())
+raise SystemExit(0 if llama_cpp.llama_supports_gpu_offload() else 1)'
+  step python-deps 60 python3 -c 'import aiohttp, gguf, pydantic, sse_starlette, starlette, tqdm, uvicorn
+print("starlette", starlette.__version__, "pydantic", pydantic.VERSION, "uvicorn", uvicorn.__version__)'
+  step gateway-cli 60 python3 -m gateway --help
+}
+
+do_build() {
+  DEADLINE=${BUILD_DEADLINE:-530}
+  nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader
+  setup_env
+  install_wheels || return 1
+  unpack_sdist || return 1
+  start_build
+  write_f16 # the F16 model is written while the build runs
+  wait_build || return 1
+  quantize || return 1
+  check_python
+  df -h /tmp | tail -n 1
+}
+
+# ---------------------------------------------------------------- bench
+http_ok() { # http_ok URL: status 200 within 2 s
+  python3 -c 'import sys, urllib.request
+try:
+    sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)
+except Exception:
+    sys.exit(1)' "$1"
+}
+
+model_id() { # model_id PORT: first id of /v1/models, or "default"
+  python3 -c 'import json, sys, urllib.request
+try:
+    print(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))["data"][0]["id"])
+except Exception:
+    print("default")' "http://127.0.0.1:$1/v1/models"
+}
+
+start_server() { # start_server NAME PORT CMD...: start, then wait for GET /health == 200
+  local name=$1 port=$2 start=$SECONDS
+  shift 2
+  SERVER_NAME=$name
+  log "starting $name: $*"
+  setsid "$@" >"/tmp/server-$name.log" 2>&1 </dev/null &
+  SERVER_PID=$!
+  until http_ok "http://127.0.0.1:$port/health"; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      log "$name exited before it was ready"; tail -n 40 "/tmp/server-$name.log"; SERVER_PID=""; return 1
+    fi
+    if ((SECONDS - start > 150 || $(left) < RESERVE + 30)); then
+      log "$name not ready after $((SECONDS - start))s"; stop_server; return 1
+    fi
+    sleep 1
+  done
+  MODEL_ID=$(model_id "$port")
+  log "$name ready after $((SECONDS - start))s (model id: $MODEL_ID)"
+}
+
+stop_server() {
+  [[ -n $SERVER_PID ]] || return 0
+  kill -TERM -- "-$SERVER_PID" "$SERVER_PID" 2>/dev/null
+  for _ in $(seq 40); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL -- "-$SERVER_PID" "$SERVER_PID" 2>/dev/null
+  wait "$SERVER_PID" 2>/dev/null
+  log "stopped $SERVER_NAME; $(grep -c 'making room for prompt cache' "/tmp/server-$SERVER_NAME.log") 'making room for prompt cache' lines; log tail:"
+  tail -n 12 "/tmp/server-$SERVER_NAME.log" | cut -c1-200
+  SERVER_PID=""
+}
+
+# bench SERVER PORT WORKLOAD LIMIT ARGS...: one `gateway.bench` run, skipped when time is short
+bench() {
+  local server=$1 port=$2 name=$3 limit=$4 budget
+  shift 4
+  budget=$(($(left) - RESERVE))
+  if ((budget < 15)); then
+    log "SKIP $server:$name (no time left)"; echo "$server:$name (no time left)" >>"$RESULTS/skipped.txt"; return 0
+  fi
+  ((limit > budget)) && limit=$budget
+  # `python3 -m gateway.bench` is `python3 -m gateway bench` without going through the CLI module.
+  step "$server:$name" "$limit" python3 -m gateway.bench --base-url "http://127.0.0.1:$port" \
+    --model "$MODEL_ID" --label "$server:$name" --out "$RESULTS/${server}__${name}.json" \
+    --no-progress --timeout 120 "$@" \
+    || echo "$server:$name (failed, timed out or every request failed)" >>"$RESULTS/skipped.txt"
+}
+
+# workloads SERVER PORT PROFILE: the same workloads and seeds for every server; "np1" sends fewer.
+workloads() {
+  local s=$1 p=$2 small=$3 n16=64 n64=256 nsp=128 npo=200 w=64
+  [[ $small == np1 ]] && { n16=32; n64=32; nsp=32; npo=32; w=1; }
+  bench "$s" "$p" c1 60 --concurrency 1 --num-requests "$([[ $small == np1 ]] && echo 4 || echo 8)" \
+    --warmup 2 --seed 11
+  bench "$s" "$p" c16 90 --concurrency 16 --num-requests "$n16" --warmup "$((w < 16 ? w : 16))" --seed 12
+  bench "$s" "$p" c64 120 --concurrency 64 --num-requests "$n64" --warmup "$w" --seed 13
+  bench "$s" "$p" shared-prefix-c64 120 --workload shared-prefix --prefix-len 1000 --suffix-len 32 \
+    --concurrency 64 --num-requests "$nsp" --warmup "$w" --seed 14
+  bench "$s" "$p" poisson-r20 90 --request-rate 20 --num-requests "$npo" --seed 15
+}
+
+batched_bench() { # batched_bench NAME EXTRA...: llama.cpp's own batched decode, no HTTP
+  local name=$1
+  shift
+  if (($(left) < 240)); then echo "$name (no time left)" >>"$RESULTS/skipped.txt"; return 0; fi
+  QUIET_TAIL=0 quiet_step "$name" 90 "$RESULTS/$name.txt" "$BIN/llama-batched-bench" -m "$MODEL" -c 40960 -b 2048 \
+    -ub 512 -ngl 99 -fa on -npp 256 -ntg 128 -npl 1,8,16,32,64 "$@"
+  grep '^|' "$RESULTS/$name.txt"
+}
+
+serve_and_bench() { # serve_and_bench NAME PORT PROFILE CMD...
+  local name=$1 port=$2 profile=$3
+  shift 3
+  if (($(left) < RESERVE + 90)); then
+    log "SKIP $name (no time left)"; echo "$name (all workloads: no time left)" >>"$RESULTS/skipped.txt"; return 0
+  fi
+  if start_server "$name" "$port" "$@"; then
+    workloads "$name" "$port" "$profile"
+    stop_server
+  else
+    echo "$name (server did not start)" >>"$RESULTS/skipped.txt"
+  fi
+}
+
+preflight() {
+  setup_env
+  [[ -x $BIN/llama-server && -e $BIN/libllama.so ]] || { log "no llama.cpp build: run 'gpu.sh build' first"; return 1; }
+  if [[ ! -f $MODEL ]]; then
+    log "no Q4_K_M model yet: quantizing first"
+    quiet_step quantize 150 /tmp/quantize.log "$BIN/llama-quantize" "$F16" "$MODEL.partial" Q4_K_M 16 \
+      && mv "$MODEL.partial" "$MODEL" && rm -f "$F16" "$F16.done" || return 1
+  fi
+  python3 -c 'import aiohttp, tqdm, gateway.bench' || { log "gateway.bench does not import"; return 1; }
+}
+
+do_bench() {
+  DEADLINE=${BENCH_DEADLINE:-555}
+  local gateway_extra=()
+  read -ra gateway_extra <<<"${GATEWAY_ARGS:-}" # extra `gateway serve` flags, e.g. "--batch-size 2048"
+  rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+  preflight || return 1
+  nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader
+  trap stop_server EXIT
+  trap 'stop_server; exit 143' TERM INT
+  batched_bench batched-bench
+  batched_bench batched-bench-kvu -kvu # one unified KV buffer, as a single-context engine may use
+  # where the time of an engine step goes, without HTTP (Python share of llama_decode's time)
+  step step-profile 100 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
+    --ctx-size "$CTX" --n-gpu-layers 99 --out "$OUT/step_profile.json"
+  serve_and_bench gateway 8001 full python3 -m gateway serve --model "$MODEL" --slots 64 \
+    --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${gateway_extra[@]}"
+  serve_and_bench llama-server-np64 8002 full "$BIN/llama-server" -m "$MODEL" -np 64 -c "$CTX" \
+    "${LLAMA_SERVER_FLAGS[@]}" --port 8002
+  serve_and_bench llama-server-np1 8003 np1 "$BIN/llama-server" -m "$MODEL" -np 1 -c 4096 \
+    "${LLAMA_SERVER_FLAGS[@]}" --port 8003
+  python3 "$REPO/benchmarks/plot.py" combine --dir "$RESULTS" --out "$OUT/results.json" \
+    --meta "model=$(basename "$MODEL")" --meta "ctx=$CTX" \
+    --meta "gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)" \
+    --meta "llama_server_flags=${LLAMA_SERVER_FLAGS[*]}" --meta "gateway_args=${GATEWAY_ARGS:-}" \
+    --meta "elapsed_s=$((SECONDS - T0))"
+  python3 "$REPO/benchmarks/plot.py" table "$OUT/results.json"
+  log "bench done: $OUT/results.json"
+}
+
+case "$MODE" in
+  build | bench) ;;
+  *) echo "usage: $0 build|bench" >&2; exit 2 ;;
+esac
+mkdir -p "$OUT"
+if [[ $MODE == build ]]; then do_build; else do_bench; fi 2>&1 | tee -a "$OUT/$MODE.log"
+rc=${PIPESTATUS[0]}
+echo "[$((SECONDS - T0))s] exit $rc" | tee -a "$OUT/$MODE.log"
+exit "$rc"

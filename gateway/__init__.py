@@ -1,0 +1,1 @@
+"""HTTP layer: the OpenAI-compatible API over the batching engine."""

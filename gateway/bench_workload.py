@@ -1,0 +1,100 @@
+"""Synthetic workloads for the load generator: seeded random prompts and Poisson arrivals."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+# Token ids are drawn from a range that sits inside a 32k LLaMA vocabulary and clear of its
+# control and byte-fallback tokens (ids < 259), so every id is an ordinary text piece.
+TOKEN_LOW = 1000
+TOKEN_HIGH = 30000
+WORKLOADS = ("fixed", "mixed", "shared-prefix")
+PROMPT_FORMATS = ("tokens", "text")
+
+# Text prompts map each drawn id onto a word; the exact token count then depends on the server's
+# tokenizer, which is why token-id prompts are the default.
+_WORD_TEXT = (
+    "river stone cloud paper window garden silver market engine forest signal candle harbor "
+    "ladder orange pocket rabbit saddle thunder velvet whistle yellow anchor basket cotton "
+    "desert feather glacier hammer island jacket kettle lemon marble needle ocean pepper "
+    "quartz ribbon shadow timber umbrella valley wagon zebra bridge castle dragon empire "
+    "falcon gravel hollow ivory jungle kingdom lantern meadow nickel orchard planet"
+)
+_WORDS = tuple(_WORD_TEXT.split())
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadConfig:
+    """How to draw prompts and output lengths for one benchmark run."""
+
+    name: str = "fixed"
+    prompt_len: int = 256
+    output_len: int = 128
+    prompt_len_range: tuple[int, int] = (64, 1024)
+    output_len_range: tuple[int, int] = (16, 256)
+    prefix_len: int = 1000
+    suffix_len: int = 32
+    prompt_format: str = "tokens"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in WORKLOADS:
+            raise ValueError(f"unknown workload {self.name!r}; choose from {WORKLOADS}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown prompt format {self.prompt_format!r}")
+        for lo, hi in (self.prompt_len_range, self.output_len_range):
+            if not 1 <= lo <= hi:
+                raise ValueError(f"bad length range {lo}..{hi}")
+        if min(self.prompt_len, self.output_len, self.prefix_len, self.suffix_len) < 1:
+            raise ValueError("lengths must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """One request to send: its prompt (token ids or text) and its output length."""
+
+    prompt: list[int] | str
+    num_prompt_tokens: int
+    max_tokens: int
+
+
+def build_requests(config: WorkloadConfig, count: int) -> list[RequestSpec]:
+    """Draw `count` requests; the same config always gives the same requests."""
+    rng = random.Random(config.seed)
+    prefix = _draw_ids(rng, config.prefix_len) if config.name == "shared-prefix" else []
+    specs = []
+    for _ in range(count):
+        if config.name == "fixed":
+            ids = _draw_ids(rng, config.prompt_len)
+            max_tokens = config.output_len
+        elif config.name == "mixed":
+            ids = _draw_ids(rng, rng.randint(*config.prompt_len_range))
+            max_tokens = rng.randint(*config.output_len_range)
+        else:
+            ids = prefix + _draw_ids(rng, config.suffix_len)
+            max_tokens = config.output_len
+        prompt: list[int] | str = ids if config.prompt_format == "tokens" else _to_text(ids)
+        specs.append(RequestSpec(prompt=prompt, num_prompt_tokens=len(ids), max_tokens=max_tokens))
+    return specs
+
+
+def poisson_offsets(rate: float, count: int, seed: int) -> list[float]:
+    """Start times (seconds from 0) of `count` arrivals of a Poisson process with `rate` per s."""
+    if rate <= 0:
+        raise ValueError("rate must be positive")
+    rng = random.Random(seed)
+    offsets = []
+    now = 0.0
+    for _ in range(count):
+        offsets.append(now)
+        now += rng.expovariate(rate)
+    return offsets
+
+
+def _draw_ids(rng: random.Random, length: int) -> list[int]:
+    return [rng.randrange(TOKEN_LOW, TOKEN_HIGH) for _ in range(length)]
+
+
+def _to_text(ids: list[int]) -> str:
+    return " ".join(_WORDS[i % len(_WORDS)] for i in ids)

@@ -1,0 +1,117 @@
+"""Thin endpoints: parse -> validate -> delegate to Serving -> respond."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.errors import APIError
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerateRequest
+from gateway.serving import Serving
+from gateway.sse import event_stream, unless_disconnected
+
+if TYPE_CHECKING:
+    from gateway.app import GatewayState
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _state(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+def _serving(request: Request) -> Serving:
+    serving = _state(request).serving
+    if serving is None:
+        raise APIError(503, "the model is still loading", headers={"Retry-After": "5"})
+    return serving
+
+
+async def _parse(request: Request, model: type[M]) -> M:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise APIError(400, f"the body is not valid JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise APIError(400, "the body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise APIError.from_validation_error(e) from e
+
+
+def _respond(result: BaseModel | AsyncGenerator[str, None]) -> Response:
+    if isinstance(result, BaseModel):
+        return JSONResponse(result.model_dump(mode="json"))
+    return event_stream(result)
+
+
+async def completions(request: Request) -> Response:
+    serving = _serving(request)
+    req = await _parse(request, CompletionRequest)
+    return _respond(await unless_disconnected(request, serving.completion(req)))
+
+
+async def chat_completions(request: Request) -> Response:
+    serving = _serving(request)
+    req = await _parse(request, ChatCompletionRequest)
+    return _respond(await unless_disconnected(request, serving.chat(req)))
+
+
+async def generate(request: Request) -> Response:
+    serving = _serving(request)
+    req = await _parse(request, GenerateRequest)
+    return _respond(await unless_disconnected(request, serving.generate(req)))
+
+
+async def models(request: Request) -> Response:
+    return JSONResponse(_serving(request).models().model_dump(mode="json"))
+
+
+async def model_card(request: Request) -> Response:
+    model_list = _serving(request).models()
+    card = next((c for c in model_list.data if c.id == request.path_params["model"]), None)
+    if card is None:
+        message = f"The model {request.path_params['model']!r} does not exist"
+        raise APIError(404, message, param="model", code="model_not_found")
+    return JSONResponse(card.model_dump(mode="json"))
+
+
+async def health(request: Request) -> Response:
+    state = _state(request)
+    if state.load_error is not None:
+        return JSONResponse({"status": "error", "error": state.load_error}, status_code=503)
+    if state.serving is None or not state.serving.engine.is_ready:
+        return JSONResponse({"status": "loading"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    state = _state(request)
+    if state.metrics is None:
+        raise APIError(503, "the model is still loading", headers={"Retry-After": "5"})
+    body, content_type = state.metrics.render()
+    return Response(body, headers={"Content-Type": content_type})
+
+
+API_ENDPOINTS = ("/v1/completions", "/v1/chat/completions", "/generate/")
+
+
+def routes() -> list[BaseRoute]:
+    """Every route of the gateway."""
+    return [
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/generate/", generate, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model_card, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]

@@ -1,0 +1,87 @@
+"""One API request inside the engine: one engine request per prompt, outputs in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncGenerator
+
+from batching.engine import QueueFullError
+from batching.outputs import StepOutput
+from batching.params import ParamError, SamplingParams
+from gateway.backend import Backend, OutputStream
+from gateway.choices import Tally
+from gateway.errors import CLIENT_CLOSED, APIError
+from gateway.metrics import RequestTrace
+
+log = logging.getLogger(__name__)
+
+
+class Run:
+    """The engine requests of one API request, its metrics trace and its tally of choices."""
+
+    def __init__(
+        self, request_id: str, streams: list[OutputStream], trace: RequestTrace, tally: Tally
+    ) -> None:
+        self.request_id = request_id
+        self.tally = tally
+        self._streams = streams
+        self._trace = trace
+
+    @classmethod
+    async def start(
+        cls,
+        engine: Backend,
+        trace: RequestTrace,
+        request_id: str,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        n: int,
+    ) -> Run:
+        """Submit every prompt (n choices each); all or none: a refusal closes the others."""
+        streams: list[OutputStream] = []
+        try:
+            for p, ids in enumerate(prompts):
+                sub_id = request_id if len(prompts) == 1 else f"{request_id}-{p}"
+                streams.append(engine.submit(sub_id, ids, params, n))
+        except (QueueFullError, ParamError) as e:
+            for stream in streams:
+                await stream.aclose()
+            if isinstance(e, ParamError):
+                raise APIError.from_param_error(e) from e
+            retry_after = str(max(1, math.ceil(e.retry_after_s)))
+            headers = {"Retry-After": retry_after}
+            raise APIError(429, str(e), code="queue_full", headers=headers) from e
+        return cls(request_id, streams, trace, Tally([len(ids) for ids in prompts], n))
+
+    async def outputs(self) -> AsyncGenerator[tuple[int, StepOutput], None]:
+        """(choice index, output) in arrival order per prompt; closing early aborts the rest."""
+        status = 200
+        try:
+            for p, stream in enumerate(self._streams):
+                async for out in stream:
+                    self._trace.on_output(out)
+                    index = p * self.tally.n + out.index
+                    self.tally.add(index, out)
+                    yield index, out
+        except (asyncio.CancelledError, GeneratorExit):
+            status = CLIENT_CLOSED
+            raise
+        finally:
+            for stream in self._streams:
+                await stream.aclose()
+            if self.tally.error:
+                log.warning(
+                    "request %s failed in the engine: %s", self.request_id, self.tally.error
+                )
+                status = 500 if status == 200 else status
+            self._trace.finish(status)
+
+    async def collect(self) -> Tally:
+        """Wait for every choice to end; an engine error becomes a 500."""
+        async for _ in self.outputs():
+            pass
+        if self.tally.error:
+            raise APIError(500, self.tally.error, code="engine_error", is_counted=True)
+        return self.tally

@@ -1,0 +1,248 @@
+"""Serving: an API request -> prompt -> token ids -> engine -> a response or stream chunks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import cast
+
+from batching.params import ParamError, SamplingParams
+from gateway.backend import Backend
+from gateway.choices import chat_logprobs, completion_logprobs
+from gateway.errors import APIError
+from gateway.jsonschema_gbnf import JSON_OBJECT_GRAMMAR, SchemaError, schema_to_gbnf
+from gateway.metrics import Metrics
+from gateway.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ModelCard,
+    ModelList,
+    ResponseFormat,
+    SamplingRequest,
+)
+from gateway.run import Run
+from gateway.streams import chat_chunks, completion_chunks
+from gateway.templates import ChatTemplate, ChatTemplateError, Turn
+from gateway.tokens import PromptTokenizer
+
+CompletionResult = CompletionResponse | AsyncGenerator[str, None]
+ChatResult = ChatCompletionResponse | AsyncGenerator[str, None]
+
+
+class Serving:
+    """The API's logic over one engine, one model name and one chat template."""
+
+    def __init__(
+        self, engine: Backend, model_name: str, template: ChatTemplate, metrics: Metrics
+    ) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self.template = template
+        self.metrics = metrics
+        self.tokenizer = PromptTokenizer(engine)
+        self.created = int(time.time())
+
+    def models(self) -> ModelList:
+        card = ModelCard(
+            id=self.model_name, created=self.created, max_model_len=self.engine.model.n_ctx
+        )
+        return ModelList(data=[card])
+
+    async def completion(self, req: CompletionRequest) -> CompletionResult:
+        """POST /v1/completions: a response, or (stream=true) the chunks' JSON."""
+        self._check_request(req)
+        _refuse_unsupported(req)
+        texts, prompts = self._completion_prompts(req.prompt)
+        max_tokens = 16 if req.max_tokens is None else req.max_tokens
+        for ids in prompts:
+            self._check_fits(len(ids), max_tokens, "prompt")
+        params = self._params(req, max_tokens, logprobs=req.logprobs)
+        run = await self._start("cmpl", "/v1/completions", prompts, params, req.n)
+        echo = texts if req.echo else None
+        if req.stream:
+            return completion_chunks(run, self.model_name, req, echo)
+        tally = await run.collect()
+        choices = [
+            CompletionChoice(
+                index=c.index,
+                text=(echo[c.index // req.n] if echo else "") + "".join(c.text),
+                logprobs=completion_logprobs(c) if req.logprobs is not None else None,
+                finish_reason=c.api_finish_reason,
+            )
+            for c in tally.choices
+        ]
+        return CompletionResponse(
+            id=run.request_id,
+            created=int(time.time()),
+            model=self.model_name,
+            choices=choices,
+            usage=tally.usage(),
+        )
+
+    async def chat(self, req: ChatCompletionRequest) -> ChatResult:
+        """POST /v1/chat/completions: a response, or (stream=true) the chunks' JSON."""
+        self._check_request(req)
+        ids = self._chat_prompt(req)
+        max_tokens = (
+            req.max_tokens if req.max_completion_tokens is None else req.max_completion_tokens
+        )
+        if max_tokens is None:
+            max_tokens = self.engine.model.n_ctx - len(ids)  # the rest of the context
+        self._check_fits(len(ids), max_tokens, "messages")
+        logprobs = (req.top_logprobs or 0) if req.logprobs else None
+        grammar = self._grammar(req.response_format)
+        params = self._params(req, max_tokens, grammar, logprobs)
+        run = await self._start("chatcmpl", "/v1/chat/completions", [ids], params, req.n)
+        if req.stream:
+            return chat_chunks(run, self.model_name, req)
+        tally = await run.collect()
+        choices = [
+            ChatChoice(
+                index=c.index,
+                message=AssistantMessage(content="".join(c.text)),
+                logprobs=chat_logprobs(c) if req.logprobs else None,
+                finish_reason=c.api_finish_reason,
+            )
+            for c in tally.choices
+        ]
+        return ChatCompletionResponse(
+            id=run.request_id,
+            created=int(time.time()),
+            model=self.model_name,
+            choices=choices,
+            usage=tally.usage(),
+        )
+
+    async def generate(self, req: GenerateRequest) -> GenerateResponse:
+        """POST /generate/: the legacy endpoint; the prompt is sent as it is, no template."""
+        ids = self.tokenizer.text(req.prompt)
+        self._check_fits(len(ids), req.max_tokens, "prompt")
+        try:
+            params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature)
+        except ParamError as e:
+            raise APIError.from_param_error(e) from e
+        run = await self._start("gen", "/generate/", [ids], params, 1)
+        tally = await run.collect()
+        return GenerateResponse(text="".join(tally.choices[0].text))
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _check_request(self, req: SamplingRequest) -> None:
+        if req.model is not None and req.model != self.model_name:
+            raise APIError(
+                404,
+                f"The model {req.model!r} does not exist; this server serves {self.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+        if req.n > self.engine.model.n_slots:
+            message = f"n must be at most {self.engine.model.n_slots} (the server's slots)"
+            raise APIError(400, message, param="n")
+
+    def _completion_prompts(
+        self, prompt: str | list[str] | list[int] | list[list[int]]
+    ) -> tuple[list[str], list[list[int]]]:
+        """The prompts' texts (for echo) and token ids."""
+        items: list[str | list[int]]
+        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+            items = [prompt]  # one prompt: a string or a list of token ids
+        else:
+            items = cast("list[str | list[int]]", list(prompt))  # strings or id lists
+        if not items:
+            raise APIError(400, "prompt must not be empty", param="prompt")
+        texts: list[str] = []
+        prompts: list[list[int]] = []
+        n_vocab = self.engine.model.n_vocab
+        for item in items:
+            if isinstance(item, str):
+                texts.append(item)
+                prompts.append(self.tokenizer.text(item))
+                continue
+            if not item or not all(0 <= t < n_vocab for t in item):
+                message = f"token id prompts must be non-empty, with ids in [0, {n_vocab})"
+                raise APIError(400, message, param="prompt")
+            texts.append(self.engine.detokenize(item))
+            prompts.append(list(item))
+        return texts, prompts
+
+    def _chat_prompt(self, req: ChatCompletionRequest) -> list[int]:
+        turns = [Turn("system" if m.role == "developer" else m.role, m.text) for m in req.messages]
+        try:
+            rendered = self.template.render(turns)
+        except ChatTemplateError as e:
+            raise APIError(400, str(e), param="messages") from e
+        return self.tokenizer.chat(rendered)
+
+    def _check_fits(self, num_prompt: int, max_tokens: int, prompt_param: str) -> None:
+        n_ctx = self.engine.model.n_ctx
+        if num_prompt + max(max_tokens, 1) <= n_ctx:
+            return
+        message = (
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+            f"{num_prompt + max_tokens} tokens ({num_prompt} in the prompt, {max_tokens} for "
+            "the completion). Please reduce the prompt or the completion length."
+        )
+        param = prompt_param if num_prompt >= n_ctx else "max_tokens"
+        raise APIError(400, message, param=param, code="context_length_exceeded")
+
+    def _params(
+        self,
+        req: SamplingRequest,
+        max_tokens: int,
+        grammar: str | None = None,
+        logprobs: int | None = None,
+    ) -> SamplingParams:
+        n_vocab = self.engine.model.n_vocab
+        if req.logit_bias and not all(0 <= t < n_vocab for t in req.logit_bias):
+            raise APIError(
+                400, f"logit_bias keys must be token ids in [0, {n_vocab})", param="logit_bias"
+            )
+        try:
+            return req.to_sampling_params(max_tokens, grammar, logprobs)
+        except ParamError as e:
+            raise APIError.from_param_error(e) from e
+
+    @staticmethod
+    def _grammar(response_format: ResponseFormat | None) -> str | None:
+        if response_format is None or response_format.type == "text":
+            return None
+        if response_format.type == "json_object":
+            return JSON_OBJECT_GRAMMAR
+        spec = response_format.json_schema
+        if spec is None:
+            raise APIError(400, "json_schema is required", param="response_format.json_schema")
+        try:
+            return schema_to_gbnf(spec.schema_)
+        except SchemaError as e:
+            raise APIError(400, str(e), param="response_format.json_schema.schema") from e
+
+    async def _start(
+        self, prefix: str, endpoint: str, prompts: list[list[int]], params: SamplingParams, n: int
+    ) -> Run:
+        request_id = f"{prefix}-{uuid.uuid4().hex}"
+        trace = self.metrics.start_request(endpoint)
+        try:
+            return await Run.start(self.engine, trace, request_id, prompts, params, n)
+        except APIError as e:
+            if e.status == 429:
+                self.metrics.rejected()
+            raise
+
+
+def _refuse_unsupported(req: CompletionRequest) -> None:
+    """Completion options this server cannot honour: a 400 rather than a silent difference."""
+    if req.suffix:
+        raise APIError(400, "suffix is not supported", param="suffix")
+    if req.best_of is not None and req.best_of != req.n:
+        raise APIError(400, "best_of must equal n (or be left out)", param="best_of")
+    if req.echo and req.logprobs is not None:
+        message = "echo with logprobs (prompt logprobs) is not supported"
+        raise APIError(400, message, param="echo")

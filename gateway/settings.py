@@ -1,0 +1,178 @@
+"""Settings of one gateway process, from defaults, environment variables and flags.
+
+Every setting has a flag (`--ctx-size`) and an environment variable (`LLM_GATEWAY_CTX_SIZE`);
+a flag wins over the variable, which wins over the default. This is the only module that
+reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from batching.config import EngineConfig
+
+ENV_PREFIX = "LLM_GATEWAY_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+
+
+def _opt_str(value: str) -> str | None:
+    return value or None
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be 1/0, true/false, yes/no or on/off")
+
+
+def _meta(parse: Callable[[str], Any], help: str, metavar: str = "") -> dict[str, Any]:
+    return {"parse": parse, "help": help, "metavar": metavar}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How one gateway serves one model."""
+
+    model: Path | None = field(
+        default=None,
+        metadata=_meta(
+            Path, "GGUF model file; without it, the built-in demo model (random weights)", "PATH"
+        ),
+    )
+    host: str = field(default="127.0.0.1", metadata=_meta(str, "address to listen on"))
+    port: int = field(default=8000, metadata=_meta(int, "port to listen on"))
+    slots: int = field(
+        default=8, metadata=_meta(int, "parallel sequences decoded together (llama.cpp seq ids)")
+    )
+    ctx_size: int = field(
+        default=16384,
+        metadata=_meta(
+            int, "KV-cache cells of all slots: each slot holds ctx-size/slots unless --kv-unified"
+        ),
+    )
+    kv_unified: bool = field(
+        default=False,
+        metadata=_meta(
+            _flag, "one KV pool shared by all slots (longer requests; slower attention)", "0|1"
+        ),
+    )
+    batch_size: int = field(
+        default=2048, metadata=_meta(int, "most tokens per llama_decode step (n_batch)")
+    )
+    n_gpu_layers: int = field(
+        default=0, metadata=_meta(int, "layers offloaded to the GPU; -1 or 99 = all")
+    )
+    api_key: str | None = field(
+        default=None,
+        metadata=_meta(
+            _opt_str, "require 'Authorization: Bearer KEY' on /v1/* and /generate/", "KEY"
+        ),
+    )
+    served_model_name: str | None = field(
+        default=None,
+        metadata=_meta(_opt_str, "model id in the API; default: the GGUF's file name", "NAME"),
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata=_meta(
+            _opt_str,
+            "'vicuna' or a jinja2 file; default: the GGUF's own template, else vicuna",
+            "PATH|vicuna",
+        ),
+    )
+    max_queue: int = field(
+        default=256, metadata=_meta(int, "waiting requests beyond the slots before 429s", "N")
+    )
+    cors_origins: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            _origins, "comma-separated origins allowed by CORS ('*' for any)", "ORIGINS"
+        ),
+    )
+    max_body_bytes: int = field(
+        default=4 * 2**20, metadata=_meta(int, "largest request body accepted", "BYTES")
+    )
+    log_level: str = field(
+        default="info", metadata=_meta(_log_level, "one of " + ", ".join(LOG_LEVELS), "LEVEL")
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults overridden by LLM_GATEWAY_* variables (of `os.environ` unless given)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = env_name(f.name)
+            if name in environ:
+                try:
+                    values[f.name] = f.metadata["parse"](environ[name])
+                except ValueError as e:
+                    raise ValueError(f"{name}={environ[name]!r}: {e}") from e
+        return cls(**values)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        """The settings parsed by a parser that `add_arguments` filled."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    @property
+    def model_name(self) -> str:
+        """The model id clients send and see."""
+        if self.served_model_name:
+            return self.served_model_name
+        return self.model.stem if self.model is not None else "demo"
+
+    def engine_config(self) -> EngineConfig:
+        """The engine's configuration; needs `model` set."""
+        if self.model is None:
+            raise ValueError("no model path")
+        return EngineConfig(
+            model_path=self.model,
+            n_slots=self.slots,
+            n_ctx=self.ctx_size,
+            n_batch=self.batch_size,
+            n_ubatch=min(512, self.batch_size),
+            n_gpu_layers=self.n_gpu_layers,
+            max_queue=self.max_queue,
+            kv_unified=self.kv_unified,
+        )
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of one setting: ctx_size -> LLM_GATEWAY_CTX_SIZE."""
+    return ENV_PREFIX + setting.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
+    """One flag per setting, defaulting to `defaults` (the environment's values)."""
+    for f in fields(Settings):
+        default = getattr(defaults, f.name)
+        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        if f.name == "api_key" and default:
+            shown = "(set)"  # never print a secret
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=f.metadata["parse"],
+            default=default,
+            metavar=f.metadata["metavar"] or None,
+            help=f"{f.metadata['help']} [env {env_name(f.name)}; default: {shown}]".replace(
+                "%", "%%"
+            ),
+        )

@@ -1,0 +1,96 @@
+"""A Run's outputs as the JSON of OpenAI stream chunks; sse.py frames them as events."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+
+from gateway.choices import chat_logprobs, completion_logprobs
+from gateway.errors import APIError
+from gateway.protocol import (
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    DeltaMessage,
+    Usage,
+)
+from gateway.run import Run
+
+
+async def completion_chunks(
+    run: Run, model: str, req: CompletionRequest, echo: list[str] | None
+) -> AsyncGenerator[str, None]:
+    """Text deltas per choice (the echoed prompt first), then the error or usage if any."""
+    created = int(time.time())
+
+    def dump(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
+        chunk = CompletionResponse(
+            id=run.request_id, created=created, model=model, choices=choices, usage=usage
+        )
+        return chunk.model_dump_json()
+
+    for choice in run.tally.choices:
+        if echo:
+            yield dump([CompletionChoice(index=choice.index, text=echo[choice.index // req.n])])
+    async with aclosing(run.outputs()) as outputs:
+        async for index, out in outputs:
+            choice = run.tally.choices[index]
+            logprobs = None
+            if req.logprobs is not None and out.logprobs:
+                logprobs = completion_logprobs(choice, len(choice.logprobs) - len(out.logprobs))
+            reason = choice.api_finish_reason if out.finish_reason else None
+            if out.delta_text or logprobs or reason:
+                item = CompletionChoice(
+                    index=index, text=out.delta_text, logprobs=logprobs, finish_reason=reason
+                )
+                yield dump([item])
+    for tail in _tail(run, req.include_usage, lambda usage: dump([], usage)):
+        yield tail
+
+
+async def chat_chunks(
+    run: Run, model: str, req: ChatCompletionRequest
+) -> AsyncGenerator[str, None]:
+    """The role delta of every choice first, content deltas, each choice's finish_reason."""
+    created = int(time.time())
+
+    def dump(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
+        chunk = ChatCompletionChunk(
+            id=run.request_id, created=created, model=model, choices=choices, usage=usage
+        )
+        return chunk.model_dump_json()
+
+    for choice in run.tally.choices:
+        role = DeltaMessage(role="assistant", content="")
+        yield dump([ChatChunkChoice(index=choice.index, delta=role)])
+    async with aclosing(run.outputs()) as outputs:
+        async for index, out in outputs:
+            choice = run.tally.choices[index]
+            logprobs = None
+            if req.logprobs and out.logprobs:
+                logprobs = chat_logprobs(choice, len(choice.logprobs) - len(out.logprobs))
+            if out.delta_text or logprobs:
+                delta = DeltaMessage(content=out.delta_text)
+                yield dump([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
+            if out.finish_reason and choice.api_finish_reason:
+                end = ChatChunkChoice(
+                    index=index, delta=DeltaMessage(), finish_reason=choice.api_finish_reason
+                )
+                yield dump([end])
+    for tail in _tail(run, req.include_usage, lambda usage: dump([], usage)):
+        yield tail
+
+
+def _tail(run: Run, include_usage: bool, usage_chunk: Callable[[Usage], str]) -> list[str]:
+    """After the last delta: an error event if the engine failed, then the usage chunk."""
+    tail = []
+    if run.tally.error:
+        tail.append(json.dumps(APIError(500, run.tally.error, code="engine_error").envelope()))
+    if include_usage:
+        tail.append(usage_chunk(run.tally.usage()))
+    return tail

@@ -1,0 +1,208 @@
+"""A deterministic ModelRunner for engine and scheduler tests: no model file, no llama.cpp.
+
+It keeps every slot's KV cells as a list (one cell per position, shared between slots after a
+"cp" op, as llama.cpp's unified cache does), checks that each batch puts every token at the
+next position of a slot that holds exactly the sequence's earlier tokens, and derives each
+logits row from the slot's cells alone: the model is a pure function of the token history, so a
+wrong cache edit changes the text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from batching.info import ModelInfo
+from batching.outputs import KvOp, SchedulerOutput
+from batching.sampler import Logits
+
+BOS, EOS = 1, 2
+EURO_HEAD, EURO_TAIL, E_ACUTE = 10, 11, 12  # b"\xe2\x82" + b"\xac" == "€".encode()
+N_VOCAB = 64
+
+NextToken = Callable[[list[int]], int]
+
+
+def make_pieces(n_vocab: int = N_VOCAB) -> list[bytes]:
+    """One distinct ASCII word per token (b" w17"), control tokens empty, a few multi-byte."""
+    pieces = [f" w{t}".encode() for t in range(n_vocab)]
+    pieces[0] = pieces[BOS] = pieces[EOS] = b""
+    pieces[EURO_HEAD], pieces[EURO_TAIL] = "€".encode()[:2], "€".encode()[2:]
+    pieces[E_ACUTE] = "é".encode()
+    return pieces
+
+
+def hashed_next(history: list[int], n_vocab: int = N_VOCAB) -> int:
+    """The default model: a token that depends on the whole history, never a control token."""
+    return 3 + zlib.crc32(np.asarray(history, np.int32).tobytes()) % (n_vocab - 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one forward call computed: (slot_id, pos, token) per token, and the prompt part."""
+
+    tokens: list[tuple[int, int, int]]
+    num_decode: int
+    num_prefill: int
+
+
+class FakeRunner:
+    """ModelRunner whose next token is `next_token(history of the slot)`."""
+
+    def __init__(
+        self,
+        n_ctx: int = 256,
+        n_slots: int = 4,
+        n_cells: int | None = None,
+        next_token: NextToken | None = None,
+        peak: float = 10.0,
+    ) -> None:
+        self.info = ModelInfo(
+            path=Path("fake"),
+            model_id="fake",
+            n_ctx=n_ctx,
+            n_ctx_train=n_ctx,
+            n_slots=n_slots,
+            n_vocab=N_VOCAB,
+            bos_id=BOS,
+            eos_id=EOS,
+            add_bos=True,
+            bos_text="<s>",
+            eos_text="</s>",
+            chat_template=None,
+            quantization="F32",
+            description="fake",
+        )
+        self.pieces = make_pieces()
+        self.eog_ids = frozenset({EOS})
+        self.n_cells = n_cells  # None: room for everything
+        self.next_token = next_token or hashed_next
+        self.peak = peak  # the model's token leads the others' N(0, 1) logits by this much
+        self.cells: dict[int, list[tuple[int, int]]] = defaultdict(list)  # slot -> (cell, token)
+        self.batches: list[Batch] = []  # successful forwards only
+        self.kv_ops: list[KvOp] = []
+        self.cleared: list[int] = []
+        self.num_full = 0  # forwards answered with 1
+        self.grammars: list[FakeGrammar] = []
+        self._ids = itertools.count()
+        self._rows: Logits = np.zeros((0, N_VOCAB), np.float32)
+
+    # -- what tests read -----------------------------------------------------------------
+
+    def tokens_of(self, slot_id: int) -> list[int]:
+        return [t for _, t in self.cells[slot_id]]
+
+    def num_cells_used(self) -> int:
+        return len({c for cells in self.cells.values() for c, _ in cells})
+
+    @property
+    def num_prefill_tokens(self) -> int:
+        return sum(b.num_prefill for b in self.batches)
+
+    # -- ModelRunner -----------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_bos: bool, parse_special: bool) -> list[int]:
+        ids = [int(w[1:]) for w in text.split()]
+        return [BOS, *ids] if add_bos else ids
+
+    def apply_kv_ops(self, ops: list[KvOp]) -> None:
+        for op in ops:
+            self.kv_ops.append(op)
+            if op.kind == "rm":
+                self.cells[op.dst] = self.cells[op.dst][: op.pos]
+            elif op.kind == "cp":
+                src = self.cells[op.src]
+                assert len(src) >= op.pos, f"cp of {op.pos} cells from a slot holding {len(src)}"
+                self.cells[op.dst] = src[: op.pos]
+            else:
+                raise AssertionError(f"unknown KV op {op.kind!r}")
+
+    def clear_slot(self, slot_id: int) -> None:
+        self.cleared.append(slot_id)
+        self.cells[slot_id] = []
+
+    def forward(self, out: SchedulerOutput) -> int:
+        """Like llama_decode: 0, or 1 with nothing changed when the cells would not fit."""
+        planned: list[tuple[int, int, int]] = []
+        rows: list[int] = []  # slot of each logits row, in batch order
+        seen: set[int] = set()
+        for seq in out.decode:
+            assert seq.slot_id is not None and seq.slot_id not in seen
+            seen.add(seq.slot_id)
+            self._check_history(seq.slot_id, seq.prompt_ids + seq.output_ids[:-1])
+            planned.append((seq.slot_id, seq.num_tokens - 1, seq.output_ids[-1]))
+            rows.append(seq.slot_id)
+        for c in out.prefill:
+            slot = c.seq.slot_id
+            assert slot is not None and slot not in seen and c.start < c.end
+            seen.add(slot)
+            self._check_history(slot, c.seq.prompt_ids[: c.start])
+            planned += [(slot, p, c.seq.prompt_ids[p]) for p in range(c.start, c.end)]
+            if c.end == c.seq.num_prompt_tokens:
+                rows.append(slot)
+        if self.n_cells is not None and self.num_cells_used() + len(planned) > self.n_cells:
+            self.num_full += 1
+            return 1
+        for slot, pos, token in planned:
+            assert pos == len(self.cells[slot])
+            self.cells[slot].append((next(self._ids), token))
+        self.batches.append(Batch(planned, len(out.decode), len(planned) - len(out.decode)))
+        self._rows = np.zeros((len(rows), N_VOCAB), np.float32)
+        for i, slot in enumerate(rows):
+            self._rows[i] = self._row(self.tokens_of(slot))
+        return 0
+
+    def logits(self) -> Logits:
+        return self._rows
+
+    def make_grammar(self, gbnf: str) -> FakeGrammar:
+        """A grammar "only 5 7" allows tokens 5 and 7; anything else does not parse."""
+        words = gbnf.split()
+        if not words or words[0] != "only":
+            raise ValueError("the grammar does not parse")
+        grammar = FakeGrammar({int(w) for w in words[1:]})
+        self.grammars.append(grammar)
+        return grammar
+
+    def close(self) -> None:
+        pass
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_history(self, slot_id: int, expected: list[int]) -> None:
+        held = self.tokens_of(slot_id)
+        assert held == expected, f"slot {slot_id} holds {held}, the sequence needs {expected}"
+
+    def _row(self, history: list[int]) -> Logits:
+        """Small noise keyed by the history, and a clear winner: the model's next token."""
+        key = zlib.crc32(np.asarray(history, np.int32).tobytes())
+        row = np.random.default_rng(key).standard_normal(N_VOCAB).astype(np.float32)
+        row[self.next_token(history)] += self.peak
+        return row
+
+
+class FakeGrammar:
+    """Allows a fixed set of tokens; records what it was told to accept."""
+
+    def __init__(self, allowed: set[int]) -> None:
+        self.allowed = allowed
+        self.accepted: list[int] = []
+        self.is_closed = False
+
+    def mask(self, row: Logits) -> None:
+        forbidden = np.ones(row.shape[0], bool)
+        forbidden[list(self.allowed)] = False
+        row[forbidden] = -np.inf
+
+    def accept(self, token_id: int) -> None:
+        assert token_id in self.allowed
+        self.accepted.append(token_id)
+
+    def close(self) -> None:
+        self.is_closed = True

@@ -1,0 +1,255 @@
+"""sample(): one token per row, each row with its own parameters, seed and history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from batching.params import SamplingParams
+from batching.sampler import Logits, SamplingState, sample
+
+V = 8
+PIECES = [f" t{i}".encode() for i in range(V)]
+
+
+def _state(seed: int = 0, prompt_ids: list[int] | None = None, **kw: object) -> SamplingState:
+    return SamplingState(SamplingParams(**kw), seed, prompt_ids or [])  # type: ignore[arg-type]
+
+
+def _logits(n_rows: int, seed: int = 0, vocab: int = V) -> Logits:
+    return np.random.default_rng(seed).standard_normal((n_rows, vocab)).astype(np.float32)
+
+
+def _draws(state: SamplingState, n: int, row: Logits) -> list[int]:
+    return [sample(row[None, :].copy(), [0], [state], PIECES)[0][0] for _ in range(n)]
+
+
+def _softmax(row: Logits) -> np.ndarray:
+    e = np.exp(row.astype(np.float64) - row.max())
+    return e / e.sum()
+
+
+def test_greedy_is_argmax_of_each_row() -> None:
+    logits = _logits(5)
+    states = [_state(temperature=0.0) for _ in range(5)]
+    tokens, logprobs = sample(logits, list(range(5)), states, PIECES)
+    assert tokens == np.argmax(logits, axis=1).tolist()
+    assert logprobs is None
+
+
+def test_rows_can_be_picked_out_of_order_and_shared() -> None:
+    logits = _logits(4)
+    states = [_state(temperature=0.0) for _ in range(3)]
+    tokens, _ = sample(logits, [3, 1, 3], states, PIECES)
+    best = np.argmax(logits, axis=1)
+    assert tokens == [best[3], best[1], best[3]]
+
+
+def test_sampling_leaves_the_logits_untouched() -> None:
+    logits = _logits(2)
+    before = logits.copy()
+    states = [_state(seed=1, presence_penalty=1.0, logit_bias={0: 5.0}), _state(seed=2)]
+    for _ in range(3):
+        sample(logits, [0, 1], states, PIECES)
+    np.testing.assert_array_equal(logits, before)
+
+
+def test_same_seed_same_tokens() -> None:
+    row = _logits(1)[0]
+    assert _draws(_state(seed=42), 30, row) == _draws(_state(seed=42), 30, row)
+
+
+def test_different_seeds_different_tokens() -> None:
+    row = np.zeros(V, np.float32)  # uniform: two streams agreeing 30 times is ~(1/8)^30
+    assert _draws(_state(seed=1), 30, row) != _draws(_state(seed=2), 30, row)
+
+
+ROW_PARAMS = [
+    {"temperature": 1.0},
+    {"temperature": 0.7, "top_k": 3},
+    {"temperature": 1.0, "top_p": 0.6},
+    {"temperature": 1.0, "min_p": 0.2},
+    {"temperature": 1.3, "presence_penalty": 0.5},
+]
+OTHER_PARAMS = [
+    {"temperature": 0.0},
+    {"temperature": 1.0, "top_k": 5},
+    {"temperature": 0.5, "top_p": 0.9},
+    {"temperature": 1.5, "min_p": 0.05},
+    {"temperature": 1.0, "frequency_penalty": 1.0},
+    {"temperature": 0.9, "top_k": 2, "top_p": 0.8},
+    {"temperature": 2.0},
+]
+
+
+@pytest.mark.parametrize("params", ROW_PARAMS, ids=lambda p: ",".join(p))
+def test_a_rows_tokens_do_not_depend_on_the_rest_of_the_batch(params: dict[str, float]) -> None:
+    alone = _state(seed=7, **params)
+    batched = _state(seed=7, **params)
+    others = [_state(seed=100 + i, **p) for i, p in enumerate(OTHER_PARAMS)]
+    for step in range(40):
+        logits = _logits(9, seed=step)
+        row = logits[4]
+        solo, _ = sample(row[None, :].copy(), [0], [alone], PIECES)
+        # the row sits in the middle, rows are not in batch order, and one row is unused
+        rows = [0, 1, 2, 3, 4, 5, 6, 8]
+        mixed, _ = sample(logits, rows, [*others[:4], batched, *others[4:]], PIECES)
+        assert mixed[4] == solo[0], f"step {step}"
+
+
+def test_top_k_holds_next_to_a_row_without_top_k() -> None:
+    # a top_k row alone or next to a plain-temperature row must keep to its k best
+    row = np.zeros(V, np.float32)
+    row[5] = 0.5
+    logits = np.stack([row, row])
+    states = [_state(seed=s, top_k=1) for s in range(50)]
+    for state in states:
+        tokens, _ = sample(logits, [0, 1], [state, _state(seed=9)], PIECES)
+        assert tokens[0] == 5
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"top_k": 1}, {"top_p": 1e-6}, {"min_p": 1.0}],
+    ids=["top_k=1", "top_p=tiny", "min_p=1"],
+)
+def test_truncations_that_keep_one_token_equal_greedy(params: dict[str, float]) -> None:
+    for seed in range(20):
+        logits = _logits(1, seed=seed)
+        tokens, _ = sample(logits, [0], [_state(seed=seed, temperature=1.5, **params)], PIECES)
+        assert tokens == [int(np.argmax(logits[0]))]
+
+
+def test_top_k_keeps_to_the_k_best() -> None:
+    row = _logits(1, seed=3)[0]
+    best = set(np.argsort(-row)[:3].tolist())
+    assert set(_draws(_state(seed=1, temperature=2.0, top_k=3), 300, row)) == best
+
+
+def test_top_p_keeps_to_the_nucleus() -> None:
+    row = np.log(np.array([0.5, 0.3, 0.1, 0.05, 0.02, 0.01, 0.01, 0.01], np.float32))
+    assert set(_draws(_state(seed=1, top_p=0.75), 400, row)) == {0, 1}
+    assert set(_draws(_state(seed=1, top_p=0.85), 400, row)) == {0, 1, 2}
+
+
+def test_min_p_drops_unlikely_tokens() -> None:
+    row = np.log(np.array([0.4, 0.3, 0.15, 0.1, 0.02, 0.01, 0.01, 0.01], np.float32))
+    assert set(_draws(_state(seed=1, min_p=0.3), 400, row)) == {0, 1, 2}
+
+
+def test_temperature_one_matches_softmax() -> None:
+    row = np.array([2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 1.5, 0.2], np.float32)
+    counts = np.bincount(_draws(_state(seed=123), 4000, row), minlength=V) / 4000
+    np.testing.assert_allclose(counts, _softmax(row), atol=0.03)
+
+
+def test_low_temperature_sharpens() -> None:
+    row = np.array([1.0, 0.8, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)
+    counts = np.bincount(_draws(_state(seed=5, temperature=0.1), 500, row), minlength=V)
+    assert counts[0] > 0.8 * 500
+
+
+def test_logit_bias_forces_and_forbids() -> None:
+    row = _logits(1, seed=4)[0]
+    worst, best = int(np.argmin(row)), int(np.argmax(row))
+    assert set(_draws(_state(seed=1, logit_bias={worst: 100.0}), 50, row)) == {worst}
+    assert best not in _draws(_state(seed=1, temperature=2.0, logit_bias={best: -100.0}), 300, row)
+    greedy = _state(temperature=0.0, logit_bias={best: -100.0})
+    assert sample(row[None, :].copy(), [0], [greedy], PIECES)[0] != [best]
+
+
+def _slightly_five() -> Logits:
+    row = np.zeros(V, np.float32)
+    row[5], row[4] = 1.0, 0.9
+    return row
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"presence_penalty": 0.5}, {"frequency_penalty": 0.5}, {"repetition_penalty": 1.5}],
+    ids=["presence", "frequency", "repetition"],
+)
+def test_penalties_make_a_repeated_token_lose(params: dict[str, float]) -> None:
+    row = _slightly_five()
+    fresh = _state(temperature=0.0, **params)
+    assert sample(row[None, :].copy(), [0], [fresh], PIECES)[0] == [5]  # now 5 was accepted
+    assert sample(row[None, :].copy(), [0], [fresh], PIECES)[0] == [4]
+
+
+def test_repetition_penalty_counts_the_prompt() -> None:
+    row = _slightly_five()
+    state = _state(temperature=0.0, prompt_ids=[5], repetition_penalty=1.5)
+    assert sample(row[None, :].copy(), [0], [state], PIECES)[0] == [4]
+
+
+def test_repetition_penalty_pushes_negative_logits_further_down() -> None:
+    row = np.full(V, -3.0, np.float32)
+    row[5], row[4] = -1.0, -1.2
+    state = _state(temperature=0.0, prompt_ids=[5], repetition_penalty=1.5)
+    assert sample(row[None, :].copy(), [0], [state], PIECES)[0] == [4]
+
+
+def test_frequency_penalty_grows_with_the_count() -> None:
+    row = np.zeros(V, np.float32)
+    row[5], row[4] = 1.0, 0.0
+    state = _state(temperature=0.0, frequency_penalty=0.4)
+    tokens = [sample(row[None, :].copy(), [0], [state], PIECES)[0][0] for _ in range(4)]
+    assert tokens[:3] == [5, 5, 5]
+    assert tokens[3] != 5  # 1.0 - 3 * 0.4 < 0, the logit of every other token
+
+
+def test_logprobs_are_the_models_own_distribution() -> None:
+    logits = _logits(2, seed=8)
+    states = [_state(seed=1, logprobs=3, logit_bias={0: 50.0}), _state(seed=2)]
+    tokens, logprobs = sample(logits, [0, 1], states, PIECES)
+    assert logprobs is not None and logprobs[1] is None
+    lp = logprobs[0]
+    assert lp is not None
+    expected = np.log(_softmax(logits[0]))
+    assert lp.token_id == tokens[0] == 0  # the bias chose it; the logprob ignores the bias
+    assert lp.token == PIECES[0]
+    assert lp.logprob == pytest.approx(expected[0], abs=1e-5)
+    assert [t for t, _, _ in lp.top] == np.argsort(-logits[0])[:3].tolist()
+    assert [p for _, p, _ in lp.top] == [PIECES[t] for t, _, _ in lp.top]
+    top = [x for _, _, x in lp.top]
+    assert top == sorted(top, reverse=True)
+    assert top == pytest.approx(np.sort(expected)[::-1][:3].tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5])
+def test_logprobs_count(k: int) -> None:
+    logits = _logits(1, seed=9)
+    _, logprobs = sample(logits, [0], [_state(temperature=0.0, logprobs=k)], PIECES)
+    assert logprobs is not None and logprobs[0] is not None
+    assert len(logprobs[0].top) == k
+
+
+class OnlyEven:
+    """A grammar that allows even tokens only."""
+
+    def __init__(self) -> None:
+        self.accepted: list[int] = []
+        self.is_closed = False
+
+    def mask(self, row: Logits) -> None:
+        row[1::2] = -np.inf
+
+    def accept(self, token_id: int) -> None:
+        self.accepted.append(token_id)
+
+    def close(self) -> None:
+        self.is_closed = True
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_grammar_masks_tokens_and_sees_every_accepted_token(temperature: float) -> None:
+    grammar = OnlyEven()
+    state = SamplingState(SamplingParams(temperature=temperature), 3, [], grammar)
+    row = np.zeros(V, np.float32)
+    row[1::2] = 5.0  # the odd tokens are by far the likeliest
+    chosen = [sample(row[None, :].copy(), [0], [state], PIECES)[0][0] for _ in range(20)]
+    assert all(t % 2 == 0 for t in chosen)
+    assert grammar.accepted == chosen
+    state.close()
+    assert grammar.is_closed
+    assert state.grammar is None

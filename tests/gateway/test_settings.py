@@ -1,0 +1,67 @@
+"""Settings: defaults, LLM_GATEWAY_* variables, flags over variables, the engine config."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import Settings, add_arguments
+
+
+def parse(argv: list[str], env: dict[str, str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Settings.from_env(env or {}))
+    return Settings.from_args(parser.parse_args(argv))
+
+
+def test_defaults_serve_on_loopback_port_8000() -> None:
+    settings = parse([])
+    assert (settings.host, settings.port, settings.slots) == ("127.0.0.1", 8000, 8)
+    assert (settings.ctx_size, settings.batch_size, settings.n_gpu_layers) == (16384, 2048, 0)
+    assert settings.model is None and settings.api_key is None and settings.cors_origins == ()
+
+
+def test_environment_variables_set_defaults_and_flags_win() -> None:
+    env = {
+        "LLM_GATEWAY_MODEL": "/m/a.gguf",
+        "LLM_GATEWAY_PORT": "9000",
+        "LLM_GATEWAY_CORS_ORIGINS": "http://a.test, http://b.test",
+        "LLM_GATEWAY_API_KEY": "k",
+        "LLM_GATEWAY_LOG_LEVEL": "DEBUG",
+    }
+    settings = parse(["--port", "9100", "--served-model-name", "vicuna"], env)
+    assert settings.model == Path("/m/a.gguf") and settings.port == 9100
+    assert settings.cors_origins == ("http://a.test", "http://b.test")
+    assert settings.api_key == "k" and settings.log_level == "debug"
+    assert settings.model_name == "vicuna"
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="LLM_GATEWAY_PORT"):
+        Settings.from_env({"LLM_GATEWAY_PORT": "eighty"})
+
+
+def test_help_lists_every_flag_with_its_variable_and_hides_the_key() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Settings.from_env({"LLM_GATEWAY_API_KEY": "hunter2"}))
+    text = parser.format_help()
+    for flag in (
+        "--model", "--host", "--port", "--slots", "--ctx-size", "--batch-size", "--n-gpu-layers",
+        "--api-key", "--served-model-name", "--chat-template", "--max-queue", "--cors-origins",
+        "--max-body-bytes", "--log-level",
+    ):  # fmt: skip
+        assert flag in text
+        assert "LLM_GATEWAY_" + flag[2:].replace("-", "_").upper() in text
+    assert "hunter2" not in text
+
+
+def test_engine_config_mirrors_the_flags() -> None:
+    settings = parse(["--model", "m.gguf", "--slots", "4", "--ctx-size", "2048", "--batch-size",
+                      "256", "--n-gpu-layers", "-1", "--max-queue", "3"])  # fmt: skip
+    config = settings.engine_config()
+    assert config.model_path == Path("m.gguf") and config.n_slots == 4
+    assert (config.n_ctx, config.n_batch, config.n_ubatch) == (2048, 256, 256)
+    assert config.n_gpu_layers == -1 and config.max_queue == 3
+    assert settings.model_name == "m"  # the file name when no --served-model-name
