@@ -1,0 +1,94 @@
+"""Serve the real gateway and engine over a simulated model, to measure the Python overhead.
+
+The simulated runner sleeps for `--step-ms` in forward() (releasing the GIL, as llama_decode
+does) and returns fixed random logits of a 32,000-token vocabulary, so everything except the
+GPU work is real: scheduling, sampling, detokenising, the asyncio hand-off, pydantic, SSE,
+uvicorn. Run a load against it with `llm-gateway bench --model sim`; a TPOT close to
+--step-ms means the Python side keeps up.
+
+    python benchmarks/http_profile.py --step-ms 16 --slots 64 --port 8010
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import uvicorn
+
+from batching.config import EngineConfig
+from batching.engine import AsyncEngine, Engine
+from batching.info import ModelInfo
+from batching.outputs import KvOp, SchedulerOutput
+from batching.sampler import Grammar, Logits
+from gateway.app import create_app
+from gateway.settings import Settings
+
+N_VOCAB = 32000
+
+
+class SimRunner:
+    """A ModelRunner whose decode is a sleep and whose logits are fixed noise."""
+
+    def __init__(self, n_slots: int, n_ctx: int, step_s: float) -> None:
+        self.info = ModelInfo(
+            path=Path("sim.gguf"), model_id="sim", n_ctx=n_ctx // n_slots, n_ctx_train=4096,
+            n_slots=n_slots, n_vocab=N_VOCAB, bos_id=1, eos_id=2, add_bos=True, bos_text="<s>",
+            eos_text="</s>", chat_template=None, quantization="sim", description="simulated",
+        )  # fmt: skip
+        self.pieces = [b""] * 3 + [b" w%d" % i for i in range(3, N_VOCAB)]
+        self.eog_ids = frozenset({2})
+        self._step_s = step_s
+        self._logits = np.random.default_rng(0).standard_normal((n_slots * 2, N_VOCAB))
+        self._logits = self._logits.astype(np.float32)
+        self._rows = 0
+
+    def tokenize(self, text: str, add_bos: bool, parse_special: bool) -> list[int]:
+        return ([1] if add_bos else []) + [3 + b for b in text.encode()]
+
+    def apply_kv_ops(self, ops: list[KvOp]) -> None:
+        pass
+
+    def clear_slot(self, slot_id: int) -> None:
+        pass
+
+    def forward(self, out: SchedulerOutput) -> int:
+        self._rows = len(out.sample_rows)
+        time.sleep(self._step_s + 0.5e-6 * (out.num_tokens - len(out.decode)))
+        return 0
+
+    def logits(self) -> Logits:
+        return self._logits[: self._rows]
+
+    def make_grammar(self, gbnf: str) -> Grammar:
+        raise ValueError("the simulated model has no grammar support")
+
+    def close(self) -> None:
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--step-ms", type=float, default=16.0)
+    ap.add_argument("--slots", type=int, default=64)
+    ap.add_argument("--ctx-size", type=int, default=81920)
+    ap.add_argument("--port", type=int, default=8010)
+    args = ap.parse_args()
+    config = EngineConfig(model_path=Path("sim.gguf"), n_slots=args.slots, n_ctx=args.ctx_size)
+    settings = Settings(
+        model=Path("sim.gguf"), slots=args.slots, ctx_size=args.ctx_size, port=args.port,
+        log_level="warning",
+    )  # fmt: skip
+
+    def loader(settings: Settings, observer: object) -> AsyncEngine:
+        runner = SimRunner(args.slots, args.ctx_size, args.step_ms / 1000)
+        return AsyncEngine(Engine(runner, config, observer))  # type: ignore[arg-type]
+
+    app = create_app(settings, loader)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
