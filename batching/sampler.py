@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Protocol
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy.typing as npt
 
 from batching.outputs import TokenLogprob
 from batching.params import SamplingParams
+from batching.truncation import M64, gumbel_noise, logit_floors
 
 Logits = npt.NDArray[np.float32]
 
@@ -49,7 +49,7 @@ class SamplingState:
         grammar: Grammar | None = None,
     ) -> None:
         self.params = params
-        self.seed = seed & _M64
+        self.seed = seed & M64
         self.num_sampled = 0  # the position of the next draw in this sequence's noise stream
         self.grammar = grammar
         self._counts: dict[int, int] = {}
@@ -127,90 +127,19 @@ def sample(
 
 
 def _sample_rows(x: Logits, states: list[SamplingState], temps: Logits) -> npt.NDArray[np.int64]:
-    """Temperature, top-k, top-p and min-p for rows that sample, in a few passes over the rows.
+    """Temperature, then min-p, top-k and top-p as one logit floor per row, then Gumbel-max.
 
-    Each filter becomes a per-row logit threshold `lo` (a token survives when its scaled logit
-    is at least `lo`), then Gumbel-max picks among the survivors: argmax(z + g) samples exactly
-    from softmax(z). No pass exponentiates or sorts the vocabulary: top-k is a partition, and
-    top-p sorts only the tokens within NUCLEUS_SPAN of the best (the rest carry less than
-    32,000 * e^-20 of the mass, so they can only matter for top_p above 0.9999).
+    argmax(z + g) over the tokens at or above the floor samples exactly from their softmax; the
+    noise g depends only on (seed, position, token id), so a seeded request keeps its text in
+    any batch, and last-digit differences in the logits almost never change the winner.
     """
-    n_rows, n_vocab = x.shape
     z = x * (1.0 / temps)[:, None]
-    zmax = z.max(axis=1)
-    lo = np.full(n_rows, -np.inf, dtype=np.float32)
-    for r, state in enumerate(states):
-        p = state.params
-        if p.min_p > 0.0:
-            lo[r] = zmax[r] + np.log(p.min_p)
-        if 0 < p.top_k < n_vocab:
-            lo[r] = max(lo[r], _kth_largest(z[r], p.top_k))
-        if p.top_p < 1.0:
-            lo[r] = max(lo[r], _nucleus_floor(z[r], max(lo[r], zmax[r] - NUCLEUS_SPAN), p.top_p))
-    rejected = z < lo[:, None] if np.isfinite(lo).any() else None
-    z += _gumbel(states, n_vocab)
+    floors = logit_floors(z, [s.params for s in states])
+    rejected = z < floors[:, None] if np.isfinite(floors).any() else None
+    z += gumbel_noise([(s.seed, s.num_sampled) for s in states], x.shape[1])
     if rejected is not None:
         z[rejected] = -np.inf
     return np.asarray(np.argmax(z, axis=1), dtype=np.int64)
-
-
-NUCLEUS_SPAN = 20.0
-NUCLEUS_GUESS = 256
-GUMBEL_TABLE_SIZE = 1 << 22
-
-
-def _nucleus_floor(z: Logits, floor: float, top_p: float) -> float:
-    """The smallest scaled logit inside the top-p nucleus of the tokens at or above `floor`."""
-    cand = z[z >= floor]
-    target = top_p * float(np.exp(cand - cand.max()).sum())
-    k = min(NUCLEUS_GUESS, len(cand))
-    best = cand[cand >= _kth_largest(cand, k)]  # a confident model's nucleus fits in here
-    for vals in (best, cand):
-        vals = np.sort(vals)[::-1]
-        cum = np.cumsum(np.exp(vals - vals[0]))
-        if cum[-1] >= target or len(vals) == len(cand):
-            return float(vals[min(int(np.searchsorted(cum, target)), len(vals) - 1)])
-    raise AssertionError("unreachable")
-
-
-def _kth_largest(z: Logits, k: int) -> float:
-    """The k-th largest value; a strided sample first narrows the candidates (exactly: the
-    sample's k-th largest is a lower bound of the row's)."""
-    if k * 64 < len(z):
-        sample = z[::16]
-        z = z[z >= np.partition(sample, len(sample) - k)[len(sample) - k]]
-    return float(np.partition(z, len(z) - k)[len(z) - k])
-
-
-@functools.cache
-def _gumbel_table() -> npt.NDArray[np.float32]:
-    """Fixed Gumbel noise; a row's noise is a window chosen by (seed, position)."""
-    u = np.random.default_rng(0x5EED).random(GUMBEL_TABLE_SIZE)
-    return (-np.log(-np.log(u))).astype(np.float32)
-
-
-def _gumbel(states: list[SamplingState], n_vocab: int) -> npt.NDArray[np.float32]:
-    """Noise keyed by (seed, position, token id) only: the draw depends on nothing else in the
-    batch, and logits that differ in the last digits (a bigger batch sums them in another
-    order) almost never change the winner, so a seeded request keeps its text in any batch."""
-    table = _gumbel_table()
-    span = len(table) - n_vocab
-    if span <= 0:
-        table = np.tile(table, n_vocab // len(table) + 2)
-        span = len(table) - n_vocab
-    starts = [_mix(s.seed * 0x1000193 + s.num_sampled) % span for s in states]
-    return np.stack([table[o : o + n_vocab] for o in starts])
-
-
-_M64 = (1 << 64) - 1
-
-
-def _mix(x: int) -> int:
-    """splitmix64 finaliser on a Python int (one value per row)."""
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
 
 
 def _logprobs(

@@ -300,6 +300,13 @@ do_bench() {
   # where the time of an engine step goes, without HTTP (Python share of llama_decode's time)
   step step-profile 100 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --out "$OUT/step_profile.json"
+  # the whole Python stack (engine thread, asyncio hand-off, pydantic, SSE, uvicorn) over a model
+  # whose decode is a 16 ms sleep: a TPOT near 16 ms means the Python side keeps up at C=64
+  if start_server http-sim 8010 python3 "$REPO/benchmarks/http_profile.py" --step-ms 16 \
+    --slots 64 --ctx-size "$CTX" --port 8010; then
+    bench http-sim 8010 c64 60 --concurrency 64 --num-requests 256 --warmup 64 --seed 13
+    stop_server
+  fi
   serve_and_bench gateway 8001 full python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${gateway_extra[@]}"
   serve_and_bench llama-server-np64 8002 full "$BIN/llama-server" -m "$MODEL" -np 64 -c "$CTX" \

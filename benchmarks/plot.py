@@ -22,6 +22,7 @@ SERVER_TITLES = {
     GATEWAY: "gateway (ours)",
     REFERENCE: "llama-server -np 64",
     "llama-server-np1": "llama-server -np 1",
+    "http-sim": "gateway over a 16 ms simulated decode (no GPU)",
 }
 
 

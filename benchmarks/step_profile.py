@@ -17,15 +17,32 @@ from pathlib import Path
 
 from batching.config import EngineConfig
 from batching.engine import AsyncEngine, Engine
-from batching.outputs import StepStats
+from batching.outputs import SchedulerOutput, StepStats
 from batching.params import SamplingParams
 from batching.runner import LlamaRunner
+
+FILL_S: list[float] = []
+
+
+def time_batch_fill(runner: LlamaRunner) -> None:
+    """Record how long building each llama_batch takes (part of decode_s in StepStats)."""
+    batch = runner._batch
+    fill = batch.fill
+
+    def timed(out: SchedulerOutput) -> int:
+        start = time.perf_counter()
+        rows = fill(out)
+        FILL_S.append(time.perf_counter() - start)
+        return rows
+
+    batch.fill = timed  # type: ignore[method-assign]
 
 
 def profile(engine: Engine, n: int, prompt_len: int, params: SamplingParams) -> list[StepStats]:
     """Run n requests to completion; return the stats of steps where all n only decode."""
     stats: list[StepStats] = []
     engine.observer = stats.append
+    FILL_S.clear()
     for i in range(n):
         prompt = [1] + [
             (1000 + 7919 * (i * prompt_len + j)) % 30000 + 500 for j in range(prompt_len)
@@ -36,14 +53,20 @@ def profile(engine: Engine, n: int, prompt_len: int, params: SamplingParams) -> 
     return [s for s in stats if s.num_prefill_tokens == 0 and s.num_decode_seqs == n]
 
 
+def fill_ms() -> float:
+    return statistics.median(FILL_S) * 1e3 if FILL_S else float("nan")
+
+
 def summarize(label: str, steps: list[StepStats]) -> dict[str, float]:
-    """Median milliseconds of each part of a step."""
+    """Median milliseconds of each part of a step (the *_s keys hold milliseconds here)."""
     med = {
         k: statistics.median(getattr(s, k) for s in steps) * 1e3
         for k in ("duration_s", "schedule_s", "decode_s", "sample_s", "update_s")
     }
-    python_ms = med["duration_s"] - med["decode_s"]
-    med["python_share_of_decode"] = python_ms / med["decode_s"]
+    med["batch_fill_s"] = fill_ms()
+    llama_decode_ms = med["decode_s"] - med["batch_fill_s"]
+    python_ms = med["duration_s"] - llama_decode_ms
+    med["python_share_of_decode"] = python_ms / llama_decode_ms
     print(f"{label}: {len(steps)} steps, " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
     return med
 
@@ -91,7 +114,9 @@ def main() -> None:
         n_batch=2048,
         n_gpu_layers=args.n_gpu_layers,
     )
-    engine = Engine(LlamaRunner(config), config)
+    runner = LlamaRunner(config)
+    time_batch_fill(runner)
+    engine = Engine(runner, config)
     greedy = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
     sampled = SamplingParams(
         max_tokens=args.max_tokens, temperature=0.8, top_p=0.95, top_k=40, seed=1, ignore_eos=True

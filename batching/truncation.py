@@ -1,0 +1,114 @@
+"""min-p, top-k and top-p as one logit floor per row, and the Gumbel noise that samples.
+
+Every filter keeps the tokens whose scaled logit is at least some value, so the three combine
+into one floor per row. Nothing here sorts or exponentiates a whole vocabulary row: top-k
+narrows the row with a strided sample first (its k-th largest value is a lower bound of the
+row's), rows with the same k are handled together, and top-p looks only at the tokens that
+survive top-k, or, without top-k, at the tokens within NUCLEUS_SPAN of the best (the rest
+carry less than 32,000 * e^-20 of the mass, so they can matter only for top_p above 0.9999).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import numpy.typing as npt
+
+from batching.params import SamplingParams
+
+Floats = npt.NDArray[np.float32]
+
+NUCLEUS_SPAN = 20.0
+NUCLEUS_GUESS = 256  # a confident model's nucleus fits in its best few hundred tokens
+SAMPLE_STRIDE = 16
+GUMBEL_TABLE_SIZE = 1 << 22
+M64 = (1 << 64) - 1
+
+
+def logit_floors(z: Floats, params: list[SamplingParams]) -> Floats:
+    """Per row, the smallest scaled logit that min-p, top-k and top-p all keep."""
+    n_rows, n_vocab = z.shape
+    zmax = z.max(axis=1)
+    min_p = np.array([p.min_p for p in params], dtype=np.float32)
+    floors = np.full(n_rows, -np.inf, dtype=np.float32)
+    has_min_p = min_p > 0
+    floors[has_min_p] = zmax[has_min_p] + np.log(min_p[has_min_p])
+    top_k = np.array([p.top_k if 0 < p.top_k < n_vocab else 0 for p in params])
+    for k in np.unique(top_k[top_k > 0]).tolist():
+        rows = np.flatnonzero(top_k == k)
+        best = _top_values(z[rows], k)  # (rows, k), best first
+        floors[rows] = np.maximum(floors[rows], best[:, -1])
+        top_p = np.array([params[r].top_p for r in rows], dtype=np.float32)
+        if (top_p < 1.0).any():
+            nucleus = _nucleus_of_sorted(best, floors[rows], top_p)
+            floors[rows] = np.maximum(floors[rows], nucleus)
+    for r, p in enumerate(params):
+        if p.top_p < 1.0 and top_k[r] == 0:
+            floor = max(float(floors[r]), float(zmax[r]) - NUCLEUS_SPAN)
+            floors[r] = max(floors[r], _nucleus_floor(z[r], floor, p.top_p))
+    return floors
+
+
+def _top_values(z: Floats, k: int) -> Floats:
+    """The k largest values of every row, sorted best first."""
+    n_vocab = z.shape[1]
+    if k * 4 * SAMPLE_STRIDE < n_vocab:
+        sample = z[:, ::SAMPLE_STRIDE]
+        bound = np.partition(sample, sample.shape[1] - k, axis=1)[:, sample.shape[1] - k]
+        mask = z >= bound[:, None]
+        rows = [z[r][mask[r]] for r in range(z.shape[0])]
+        best = np.stack([np.partition(row, len(row) - k)[len(row) - k :] for row in rows])
+    else:
+        best = np.partition(z, n_vocab - k, axis=1)[:, n_vocab - k :]
+    return -np.sort(-best, axis=1)
+
+
+def _nucleus_of_sorted(vals: Floats, floors: Floats, top_p: Floats) -> Floats:
+    """Per row of best-first values (those below the row's floor left out): the nucleus floor."""
+    probs = np.exp(vals - vals[:, :1])
+    probs[vals < floors[:, None]] = 0.0
+    cum = np.cumsum(probs, axis=1)
+    last = (cum < (top_p * cum[:, -1])[:, None]).sum(axis=1)
+    last = np.minimum(last, vals.shape[1] - 1)
+    out: Floats = vals[np.arange(len(vals)), last]
+    return np.where(top_p < 1.0, out, -np.inf).astype(np.float32)
+
+
+def _nucleus_floor(z: Floats, floor: float, top_p: float) -> float:
+    """The smallest scaled logit inside the top-p nucleus of the tokens at or above `floor`."""
+    cand = z[z >= floor]
+    target = top_p * float(np.exp(cand - cand.max()).sum())
+    k = min(NUCLEUS_GUESS, len(cand))
+    best = cand[cand >= np.partition(cand, len(cand) - k)[len(cand) - k]]
+    for vals in (best, cand):
+        vals = np.sort(vals)[::-1]
+        cum = np.cumsum(np.exp(vals - vals[0]))
+        if cum[-1] >= target or len(vals) == len(cand):
+            return float(vals[min(int(np.searchsorted(cum, target)), len(vals) - 1)])
+    raise AssertionError("unreachable")
+
+
+@functools.cache
+def _gumbel_table() -> Floats:
+    """Fixed Gumbel noise; a row's noise is a window chosen by (seed, position)."""
+    u = np.random.default_rng(0x5EED).random(GUMBEL_TABLE_SIZE)
+    return (-np.log(-np.log(u))).astype(np.float32)
+
+
+def gumbel_noise(keys: list[tuple[int, int]], n_vocab: int) -> Floats:
+    """One row of Gumbel noise per (seed, position), over token ids 0..n_vocab-1."""
+    table = _gumbel_table()
+    if len(table) <= n_vocab:
+        table = np.tile(table, n_vocab // len(table) + 2)
+    span = len(table) - n_vocab
+    starts = [_mix(seed * 0x1000193 + position) % span for seed, position in keys]
+    return np.stack([table[o : o + n_vocab] for o in starts])
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser: spreads consecutive positions over the whole table."""
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
