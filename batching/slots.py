@@ -33,14 +33,13 @@ class SlotTable:
         self.slots = [Slot(i) for i in range(n_slots)]
         self.prefix_cache = prefix_cache
         self._clock = 0
+        # kept up to date on every change: gauges read them after every engine step
+        self.num_busy = 0
+        self._num_idle_cells = 0
 
     @property
     def num_free(self) -> int:
-        return sum(not s.is_busy for s in self.slots)
-
-    @property
-    def num_busy(self) -> int:
-        return len(self.slots) - self.num_free
+        return len(self.slots) - self.num_busy
 
     def acquire(self, prompt_ids: list[int]) -> tuple[int, int]:
         """Take a free slot; return (slot_id, number of prompt tokens its cells already hold).
@@ -61,6 +60,8 @@ class SlotTable:
                 best = min(free, key=lambda s: s.last_used)
                 best_len = common_prefix_len(best.cached, prompt_ids)
         best.is_busy = True
+        self.num_busy += 1
+        self._num_idle_cells -= len(best.cached)
         best.cached = best.cached[:best_len]
         return best.slot_id, best_len
 
@@ -70,10 +71,15 @@ class SlotTable:
         self._clock += 1
         slot.is_busy, slot.last_used = False, self._clock
         slot.cached = list(kv_tokens) if self.prefix_cache else []
+        self.num_busy -= 1
+        self._num_idle_cells += len(slot.cached)
 
     def forget(self, slot_id: int) -> None:
         """The slot's cells were cleared: nothing cached is left."""
-        self.slots[slot_id].cached = []
+        slot = self.slots[slot_id]
+        if not slot.is_busy:
+            self._num_idle_cells -= len(slot.cached)
+        slot.cached = []
 
     def idle_cached(self) -> list[int]:
         """Free slots that still hold cells, least recently used first (eviction order)."""
@@ -82,4 +88,4 @@ class SlotTable:
 
     def num_cached_cells(self) -> int:
         """Cells held by free slots' caches."""
-        return sum(len(s.cached) for s in self.slots if not s.is_busy)
+        return self._num_idle_cells

@@ -249,7 +249,13 @@ workloads() {
   bench "$s" "$p" c64 120 --concurrency 64 --num-requests "$n64" --warmup "$w" --seed 13
   bench "$s" "$p" shared-prefix-c64 120 --workload shared-prefix --prefix-len 1000 --suffix-len 32 \
     --concurrency 64 --num-requests "$nsp" --warmup "$w" --seed 14
-  bench "$s" "$p" poisson-r20 90 --request-rate 20 --num-requests "$npo" --seed 15
+  if [[ $s == gateway ]]; then
+    log "gateway prompt cache so far: $(python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://127.0.0.1:$p/metrics" \
+      | grep -E '^gateway_prompt_(cached_)?tokens_total' | tr '\n' ' ')"
+  fi
+  # open loop just under the saturation of both servers (about 10-12 requests/s at C=64)
+  bench "$s" "$p" poisson-r9 90 --request-rate 9 --num-requests "$npo" --seed 15
 }
 
 batched_bench() { # batched_bench NAME EXTRA...: llama.cpp's own batched decode, no HTTP
