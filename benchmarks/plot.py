@@ -131,6 +131,8 @@ def plot(data: dict[str, Any], png: Path) -> None:
 
     fig, (ax_tok, ax_ttft) = plt.subplots(1, 2, figsize=(11, 4.2))
     for server in dict.fromkeys(r["server"] for r in data["runs"]):
+        if server not in SERVER_TITLES or server == "http-sim":  # real servers only
+            continue
         points = sorted(
             (int(r["config"]["concurrency"]), r["summary"])
             for r in data["runs"]
