@@ -59,6 +59,8 @@ class Engine:
         n: int = 1,
     ) -> list[Sequence]:
         """Build the n choices of a request (thread-safe: it only reads the vocabulary)."""
+        if not 1 <= n <= self.config.n_slots:  # the choices run side by side, one slot each
+            raise ParamError("n", f"n must be between 1 and the {self.config.n_slots} slots")
         seqs: list[Sequence] = []
         now = time.monotonic()
         try:

@@ -1,4 +1,10 @@
-"""The one module that talks to llama.cpp: model, context, batches, KV cells, tokenizer."""
+"""The one module that talks to llama.cpp: model, context, batches, KV cells, tokenizer.
+
+Everything that touches the context (decode, logits, KV cells, grammar masks) runs on the
+engine thread. `tokenize` and `make_grammar` read only the vocabulary, which llama.cpp leaves
+unchanged after loading, so the API layer may call them from the event loop (as llama-server
+tokenizes on its HTTP threads).
+"""
 
 from __future__ import annotations
 

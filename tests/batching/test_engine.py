@@ -11,7 +11,7 @@ import pytest
 from batching.config import EngineConfig
 from batching.engine import AsyncEngine, Engine, QueueFullError
 from batching.outputs import StepOutput
-from batching.params import SamplingParams
+from batching.params import ParamError, SamplingParams
 from batching.runner import LlamaRunner
 
 pytestmark = pytest.mark.model
@@ -232,3 +232,10 @@ def test_async_engine_streams_outputs_and_frees_slots_on_close(tiny_model: Path)
             engine.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_more_choices_than_slots_is_refused_up_front(runner: LlamaRunner) -> None:
+    engine = make_engine(runner, n_slots=2)
+    with pytest.raises(ParamError) as err:
+        engine.new_sequences("n", ids(runner, PROMPTS[0]), GREEDY, n=3)
+    assert err.value.param == "n"
