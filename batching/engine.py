@@ -24,7 +24,14 @@ from batching.sequence import Sequence
 from batching.slots import SlotTable
 from batching.stop import StopChecker
 
-__all__ = ["AsyncEngine", "Engine", "EngineStats", "ModelInfo", "QueueFullError"]
+__all__ = [
+    "AsyncEngine",
+    "Engine",
+    "EngineStats",
+    "EngineUnavailableError",
+    "ModelInfo",
+    "QueueFullError",
+]
 
 StepObserver = Callable[[StepStats], None]
 
@@ -169,6 +176,10 @@ class Engine:
         )
 
 
+class EngineUnavailableError(RuntimeError):
+    """The engine thread is not running (not started yet, shut down, or failed)."""
+
+
 class QueueFullError(RuntimeError):
     """The waiting queue is full; the client should retry after `retry_after_s`."""
 
@@ -272,7 +283,7 @@ class AsyncEngine:
             waiting = max(self._num_seqs - slots, 0)
             raise QueueFullError(retry_after_s=float(min(60, 1 + math.ceil(waiting / slots))))
         if not self.is_ready:
-            raise RuntimeError("the engine is not running")
+            raise EngineUnavailableError("the engine is not running; try again later")
         seqs = self._engine.new_sequences(request_id, prompt_ids, params, n)
         stream = RequestStream(self, request_id, n)
         self._streams[request_id] = stream

@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import AsyncGenerator
 
-from batching.engine import QueueFullError
+from batching.engine import EngineUnavailableError, QueueFullError
 from batching.outputs import StepOutput
 from batching.params import ParamError, SamplingParams
 from gateway.backend import Backend, OutputStream
@@ -45,11 +45,15 @@ class Run:
             for p, ids in enumerate(prompts):
                 sub_id = request_id if len(prompts) == 1 else f"{request_id}-{p}"
                 streams.append(engine.submit(sub_id, ids, params, n))
-        except (QueueFullError, ParamError) as e:
+        except (QueueFullError, ParamError, EngineUnavailableError) as e:
             for stream in streams:
                 await stream.aclose()
             if isinstance(e, ParamError):
                 raise APIError.from_param_error(e) from e
+            if isinstance(e, EngineUnavailableError):
+                raise APIError(
+                    503, str(e), code="engine_unavailable", headers={"Retry-After": "5"}
+                ) from e
             retry_after = str(max(1, math.ceil(e.retry_after_s)))
             headers = {"Retry-After": retry_after}
             raise APIError(429, str(e), code="queue_full", headers=headers) from e

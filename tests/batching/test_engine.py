@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batching.config import EngineConfig
-from batching.engine import AsyncEngine, Engine, QueueFullError
+from batching.engine import AsyncEngine, Engine, EngineUnavailableError, QueueFullError
 from batching.outputs import StepOutput
 from batching.params import ParamError, SamplingParams
 from batching.runner import LlamaRunner
@@ -230,6 +230,8 @@ def test_async_engine_streams_outputs_and_frees_slots_on_close(tiny_model: Path)
             assert engine.stats().slots_busy == 0 and engine.stats().waiting == 0
         finally:
             engine.shutdown()
+        with pytest.raises(EngineUnavailableError):
+            engine.submit("late", [1, 2, 3], GREEDY)
 
     asyncio.run(scenario())
 

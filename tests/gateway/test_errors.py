@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from batching.engine import EngineUnavailableError
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.gateway.fake_engine import FakeEngine, running_app, wait_for_load
@@ -152,6 +153,19 @@ async def test_a_full_queue_is_a_429_with_retry_after() -> None:
     assert error_of(r)["type"] == "rate_limit_error"
     assert after.status_code == 200  # the server keeps serving
     assert "gateway_requests_rejected_total" in metrics
+
+
+async def test_a_stopped_engine_is_a_503_with_retry_after() -> None:
+    engine = FakeEngine()
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise EngineUnavailableError("the engine is not running; try again later")
+
+    async with running_app(engine) as (client, _, _):
+        engine.submit = refuse  # type: ignore[method-assign, assignment]
+        r = await client.post("/v1/completions", json={"prompt": "x"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert error_of(r)["code"] == "engine_unavailable"
 
 
 async def test_an_engine_error_is_a_500_or_an_error_event_never_a_traceback() -> None:
