@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from batching.outputs import TokenLogprob
 from batching.params import SamplingParams
-from batching.truncation import M64, gumbel_noise, logit_floors
+from batching.truncation import M64, gumbel_noise, gumbel_noise_at, logit_floors, top_k_candidates
 
 Logits = npt.NDArray[np.float32]
 
@@ -131,15 +131,32 @@ def _sample_rows(x: Logits, states: list[SamplingState], temps: Logits) -> npt.N
 
     argmax(z + g) over the tokens at or above the floor samples exactly from their softmax; the
     noise g depends only on (seed, position, token id), so a seeded request keeps its text in
-    any batch, and last-digit differences in the logits almost never change the winner.
+    any batch, and last-digit differences in the logits almost never change the winner. Rows
+    with top-k work on a few hundred candidate tokens instead of the whole vocabulary.
     """
-    z = x * (1.0 / temps)[:, None]
-    floors = logit_floors(z, [s.params for s in states])
-    rejected = z < floors[:, None] if np.isfinite(floors).any() else None
-    z += gumbel_noise([(s.seed, s.num_sampled) for s in states], x.shape[1])
-    if rejected is not None:
-        z[rejected] = -np.inf
-    return np.asarray(np.argmax(z, axis=1), dtype=np.int64)
+    n_rows, n_vocab = x.shape
+    tokens = np.empty(n_rows, dtype=np.int64)
+    top_k = np.array([s.params.top_k if 0 < s.params.top_k < n_vocab else 0 for s in states])
+    for k in np.unique(top_k).tolist():
+        rows = np.flatnonzero(top_k == k)
+        group = [states[r] for r in rows]
+        keys = [(s.seed, s.num_sampled) for s in group]
+        inv_t = (1.0 / temps[rows])[:, None]
+        if k:
+            ids, vals = top_k_candidates(x[rows], k)
+            z = vals * inv_t
+            noise = gumbel_noise_at(keys, ids, n_vocab)
+        else:
+            ids, z = None, x[rows] * inv_t
+            noise = gumbel_noise(keys, n_vocab)
+        floors = logit_floors(z, [s.params for s in group])
+        rejected = z < floors[:, None] if np.isfinite(floors).any() else None
+        z += noise
+        if rejected is not None:
+            np.copyto(z, -np.inf, where=rejected)
+        best = np.argmax(z, axis=1)
+        tokens[rows] = best if ids is None else ids[np.arange(len(rows)), best]
+    return tokens
 
 
 def _logprobs(
