@@ -32,7 +32,7 @@ N_VOCAB = 32000
 class SimRunner:
     """A ModelRunner whose decode is a sleep and whose logits are fixed noise."""
 
-    def __init__(self, n_slots: int, n_ctx: int, step_s: float) -> None:
+    def __init__(self, n_slots: int, n_ctx: int, step_s: float, prefill_tok_s: float = 0.0) -> None:
         self.info = ModelInfo(
             path=Path("sim.gguf"), model_id="sim", n_ctx=n_ctx // n_slots, n_ctx_train=4096,
             n_slots=n_slots, n_vocab=N_VOCAB, bos_id=1, eos_id=2, add_bos=True, bos_text="<s>",
@@ -41,6 +41,7 @@ class SimRunner:
         self.pieces = [b""] * 3 + [b" w%d" % i for i in range(3, N_VOCAB)]
         self.eog_ids = frozenset({2})
         self._step_s = step_s
+        self._prefill_s_per_token = 1.0 / prefill_tok_s if prefill_tok_s else 0.0
         self._logits = np.random.default_rng(0).standard_normal((n_slots * 2, N_VOCAB))
         self._logits = self._logits.astype(np.float32)
         self._rows = 0
@@ -56,7 +57,8 @@ class SimRunner:
 
     def forward(self, out: SchedulerOutput) -> int:
         self._rows = len(out.sample_rows)
-        time.sleep(self._step_s + 0.5e-6 * (out.num_tokens - len(out.decode)))
+        prefill = out.num_tokens - len(out.decode)
+        time.sleep(self._step_s + self._prefill_s_per_token * prefill)
         return 0
 
     def logits(self) -> Logits:
@@ -75,15 +77,25 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=64)
     ap.add_argument("--ctx-size", type=int, default=81920)
     ap.add_argument("--port", type=int, default=8010)
+    ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument(
+        "--prefill-tok-s", type=float, default=0.0,
+        help="prompt tokens per second added to a step's sleep (0: prompts are free)",
+    )  # fmt: skip
     args = ap.parse_args()
-    config = EngineConfig(model_path=Path("sim.gguf"), n_slots=args.slots, n_ctx=args.ctx_size)
+    config = EngineConfig(
+        model_path=Path("sim.gguf"),
+        n_slots=args.slots,
+        n_ctx=args.ctx_size,
+        n_batch=args.batch_size,
+    )
     settings = Settings(
         model=Path("sim.gguf"), slots=args.slots, ctx_size=args.ctx_size, port=args.port,
         log_level="warning",
     )  # fmt: skip
 
     def loader(settings: Settings, observer: object) -> AsyncEngine:
-        runner = SimRunner(args.slots, args.ctx_size, args.step_ms / 1000)
+        runner = SimRunner(args.slots, args.ctx_size, args.step_ms / 1000, args.prefill_tok_s)
         return AsyncEngine(Engine(runner, config, observer))  # type: ignore[arg-type]
 
     app = create_app(settings, loader)
