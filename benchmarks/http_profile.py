@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import uvicorn
 
+from batching.async_engine import AsyncEngine
 from batching.config import EngineConfig
-from batching.engine import AsyncEngine, Engine
+from batching.engine import Engine
 from batching.info import ModelInfo
 from batching.outputs import KvOp, SchedulerOutput
 from batching.sampler import Grammar, Logits

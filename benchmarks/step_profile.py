@@ -15,8 +15,9 @@ import statistics
 import time
 from pathlib import Path
 
+from batching.async_engine import AsyncEngine
 from batching.config import EngineConfig
-from batching.engine import AsyncEngine, Engine
+from batching.engine import Engine
 from batching.outputs import SchedulerOutput, StepStats
 from batching.params import SamplingParams
 from batching.runner import LlamaRunner

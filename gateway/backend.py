@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from batching.engine import AsyncEngine
+from batching.async_engine import AsyncEngine
 from batching.info import EngineStats, ModelInfo
 from batching.outputs import StepOutput, StepStats
 from batching.params import SamplingParams

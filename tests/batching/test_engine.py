@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from batching.async_engine import AsyncEngine
 from batching.config import EngineConfig
-from batching.engine import AsyncEngine, Engine, EngineUnavailableError, QueueFullError
+from batching.engine import Engine, EngineUnavailableError, QueueFullError
 from batching.outputs import StepOutput
 from batching.params import ParamError, SamplingParams
 from batching.runner import LlamaRunner
