@@ -1,11 +1,12 @@
 """min-p, top-k and top-p as one logit floor per row, and the Gumbel noise that samples.
 
 Every filter keeps the tokens whose scaled logit is at least some value, so the three combine
-into one floor per row. Nothing here sorts or exponentiates a whole vocabulary row: top-k
-narrows the row with a strided sample first (its k-th largest value is a lower bound of the
-row's), rows with the same k are handled together, and top-p looks only at the tokens that
-survive top-k, or, without top-k, at the tokens within NUCLEUS_SPAN of the best (the rest
-carry less than 32,000 * e^-20 of the mass, so they can matter only for top_p above 0.9999).
+into one floor per row. Nothing here sorts or exponentiates a whole vocabulary row: rows with
+top-k are first cut down to a few candidate blocks that surely hold their k best
+(`top_k_candidates`), rows with the same k are handled together, and top-p looks only at the
+tokens that survive top-k, or, without top-k, at the tokens within NUCLEUS_SPAN of the best
+(the rest carry less than 32,000 * e^-20 of the mass, so they can matter only for top_p above
+0.9999).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ Floats = npt.NDArray[np.float32]
 
 NUCLEUS_SPAN = 20.0
 NUCLEUS_GUESS = 256  # a confident model's nucleus fits in its best few hundred tokens
-SAMPLE_STRIDE = 16
 GUMBEL_TABLE_SIZE = 1 << 22
 CANDIDATE_BLOCK = 16
 M64 = (1 << 64) - 1
@@ -52,16 +52,9 @@ def logit_floors(z: Floats, params: list[SamplingParams]) -> Floats:
 
 
 def _top_values(z: Floats, k: int) -> Floats:
-    """The k largest values of every row, sorted best first."""
-    n_vocab = z.shape[1]
-    if k * 4 * SAMPLE_STRIDE < n_vocab:
-        sample = z[:, ::SAMPLE_STRIDE]
-        bound = np.partition(sample, sample.shape[1] - k, axis=1)[:, sample.shape[1] - k]
-        mask = z >= bound[:, None]
-        rows = [z[r][mask[r]] for r in range(z.shape[0])]
-        best = np.stack([np.partition(row, len(row) - k)[len(row) - k :] for row in rows])
-    else:
-        best = np.partition(z, n_vocab - k, axis=1)[:, n_vocab - k :]
+    """The k largest values of every row, sorted best first (rows are candidate sets here)."""
+    n_cols = z.shape[1]
+    best = np.partition(z, n_cols - k, axis=1)[:, n_cols - k :]
     return -np.sort(-best, axis=1)
 
 
