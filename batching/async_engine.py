@@ -166,8 +166,7 @@ class AsyncEngine:
                 cmd = self._commands.get_nowait()
             except queue.Empty:
                 break
-        self._stats = self._engine.stats()
-        return True
+        return True  # _run refreshes the stats after this and the step that follows
 
     def _publish(self, outputs: list[StepOutput]) -> None:
         if outputs:

@@ -95,13 +95,12 @@ class Engine:
     def step(self) -> list[StepOutput]:
         """Schedule, run one llama_decode for the whole batch, sample every row, update."""
         start = time.perf_counter()
-        out: SchedulerOutput | None = self.scheduler.schedule()
-        if out is None or out.is_empty:
-            if out is not None:  # cache edits queued by the last step (fork copies) still apply
-                self.runner.apply_kv_ops(out.kv_ops)
+        planned = self.scheduler.schedule()
+        if planned.is_empty:
+            self.runner.apply_kv_ops(planned.kv_ops)  # fork copies queued by the last step
             return self.scheduler.take_outputs()
         scheduled = time.perf_counter()
-        out = self._forward(out)
+        out = self._forward(planned)
         decoded = time.perf_counter()
         if out is None:
             return self.scheduler.take_outputs()
