@@ -16,7 +16,8 @@ class EngineConfig:
     n_batch: int = 2048  # most tokens per llama_decode (decode tokens + prefill chunks)
     n_ubatch: int = 512
     n_gpu_layers: int = 0
-    n_threads: int | None = None  # None = llama.cpp's choice
+    n_threads: int | None = None  # llama.cpp's CPU threads; None = by offload (see runner)
+    sampler_threads: int = 1  # threads that sample a step's rows (the kernels release the GIL)
     flash_attn: bool = True
     max_queue: int = 256  # waiting requests beyond the slots before submit() refuses
     max_seq_len: int | None = None  # per-request prompt + output cap; None = a slot's cells
@@ -33,5 +34,7 @@ class EngineConfig:
             raise ValueError("n_ctx must be at least 16")
         if self.n_batch < self.n_slots:
             raise ValueError("n_batch must be at least n_slots (one decode token per slot)")
+        if self.sampler_threads < 1:
+            raise ValueError("sampler_threads must be at least 1")
         if self.max_queue < 0:
             raise ValueError("max_queue must be 0 or more")

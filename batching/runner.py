@@ -19,12 +19,13 @@ import numpy as np
 
 from batching.config import EngineConfig
 from batching.info import ModelInfo
-from batching.outputs import KvOp, SchedulerOutput
+from batching.outputs import KvOp, PrefillChunk, SchedulerOutput
 from batching.sampler import Grammar, Logits
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's chatter off
 
 _I32P = ctypes.POINTER(ctypes.c_int32)
+GPU_HOST_THREADS = 4  # llama.cpp's threads when the whole model is offloaded
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
@@ -68,24 +69,25 @@ class _Batch:
         )
 
     def fill(self, out: SchedulerOutput) -> int:
-        """Write the step's tokens; return how many logits rows the decode will produce."""
-        d = len(out.decode)
-        if d:
-            self.token[:d] = [s.output_ids[-1] for s in out.decode]
-            self.pos[:d] = [s.num_tokens - 1 for s in out.decode]
-            self.seq_id[:d] = [s.slot_id or 0 for s in out.decode]
-            self.logits[:d] = 1
-        n, rows = d, d
-        for c in out.prefill:
-            m = c.end - c.start
-            self.token[n : n + m] = c.seq.prompt_ids[c.start : c.end]
-            self.pos[n : n + m] = np.arange(c.start, c.end, dtype=np.int32)
-            self.seq_id[n : n + m] = c.seq.slot_id or 0
-            self.logits[n : n + m] = 0
-            if c.end == c.seq.num_prompt_tokens:
-                self.logits[n + m - 1] = 1
-                rows += 1
-            n += m
+        """Write the step's tokens in batch order; return how many logits rows it will give."""
+        n = rows = 0
+        for entry in out.entries:
+            if isinstance(entry, PrefillChunk):
+                seq, m = entry.seq, entry.end - entry.start
+                self.token[n : n + m] = seq.prompt_ids[entry.start : entry.end]
+                self.pos[n : n + m] = np.arange(entry.start, entry.end, dtype=np.int32)
+                self.seq_id[n : n + m] = seq.slot_id or 0
+                self.logits[n : n + m] = 0
+                if entry.end == seq.num_prompt_tokens:
+                    self.logits[n + m - 1] = 1
+                    rows += 1
+                n += m
+            else:
+                self.token[n] = entry.output_ids[-1]
+                self.pos[n] = entry.num_tokens - 1
+                self.seq_id[n] = entry.slot_id or 0
+                self.logits[n] = 1
+                n, rows = n + 1, rows + 1
         self.struct.n_tokens = n
         return rows
 
@@ -105,6 +107,13 @@ class LlamaGrammar:
             selected=-1,
             sorted=False,
         )
+
+    def allows(self, token_id: int) -> bool:
+        one = self._data[:1]
+        one["id"], one["logit"] = token_id, 0.0
+        self._arr.size, self._arr.selected, self._arr.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(self._smpl, ctypes.byref(self._arr))
+        return bool(np.isfinite(one["logit"][0]))
 
     def mask(self, row: Logits) -> None:
         self._data["id"] = np.arange(row.shape[0], dtype=np.int32)
@@ -160,7 +169,7 @@ class LlamaRunner:
         cparams.n_ubatch = min(config.n_ubatch, config.n_batch)
         cparams.n_seq_max = config.n_slots
         cparams.kv_unified = config.kv_unified
-        threads = config.n_threads or os.cpu_count() or 4
+        threads = config.n_threads or _default_threads(config.n_gpu_layers)
         cparams.n_threads = cparams.n_threads_batch = threads
         cparams.flash_attn_type = (
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
@@ -253,6 +262,13 @@ class LlamaRunner:
         if self._model:
             llama_cpp.llama_model_free(self._model)
             self._model = None
+
+
+def _default_threads(n_gpu_layers: int) -> int:
+    """llama.cpp's CPU threads: with every layer on the GPU they only wait for it, and idle
+    spinning workers take cores from the engine and HTTP threads; else every core computes."""
+    cores = os.cpu_count() or 4
+    return min(GPU_HOST_THREADS, cores) if n_gpu_layers < 0 or n_gpu_layers >= 99 else cores
 
 
 def _ftype_name(ftype: int) -> str:

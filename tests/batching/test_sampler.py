@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from batching.params import SamplingParams
-from batching.sampler import Logits, SamplingState, sample
+from batching.sampler import Logits, Sampler, SamplingState
 
 V = 8
+SAMPLER = Sampler()
+sample = SAMPLER.sample
 PIECES = [f" t{i}".encode() for i in range(V)]
 
 
@@ -231,6 +233,9 @@ class OnlyEven:
         self.accepted: list[int] = []
         self.is_closed = False
 
+    def allows(self, token_id: int) -> bool:
+        return token_id % 2 == 0
+
     def mask(self, row: Logits) -> None:
         row[1::2] = -np.inf
 
@@ -253,3 +258,114 @@ def test_grammar_masks_tokens_and_sees_every_accepted_token(temperature: float) 
     state.close()
     assert grammar.is_closed
     assert state.grammar is None
+
+
+def _nucleus(row: Logits, temperature: float, top_p: float) -> set[int]:
+    """The top-p nucleus computed the slow, obvious way: sort, softmax, cumulative sum."""
+    probs = _softmax(row / temperature)
+    order = np.argsort(-probs, kind="stable")
+    cum = np.cumsum(probs[order])
+    return set(order[: int(np.searchsorted(cum, top_p)) + 1].tolist())
+
+
+@pytest.mark.parametrize("top_p", [0.9, 0.3, 0.02])
+def test_top_p_on_a_flat_large_vocabulary_stays_in_the_exact_nucleus(top_p: float) -> None:
+    # flat rows like a random-weight model's: the nucleus spans thousands of tokens, and a small
+    # top_p makes most first draws fall outside it (the rejection path, then the exact floor)
+    rng = np.random.default_rng(1)
+    logits = (rng.standard_normal((16, 4000)) * 0.5).astype(np.float32)
+    pieces = [b"x"] * 4000
+    states = [_state(seed=s, temperature=0.9, top_p=top_p) for s in range(16)]
+    for _ in range(10):
+        tokens, _ = sample(logits, list(range(16)), states, pieces)
+        for r, t in enumerate(tokens):
+            assert t in _nucleus(logits[r], 0.9, top_p)
+
+
+def test_top_p_draws_follow_the_renormalised_nucleus() -> None:
+    row = np.log(np.array([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01], np.float32))
+    draws = _draws(_state(seed=3, top_p=0.7), 6000, row)
+    counts = np.bincount(draws, minlength=V) / len(draws)
+    expected = np.array([0.3, 0.25, 0.2, 0, 0, 0, 0, 0]) / 0.75
+    np.testing.assert_allclose(counts, expected, atol=0.03)
+
+
+@pytest.mark.parametrize("k", [1, 7, 40, 300])
+def test_top_k_on_a_large_vocabulary_keeps_to_the_k_best(k: int) -> None:
+    rng = np.random.default_rng(k)
+    logits = rng.standard_normal((8, 5003)).astype(np.float32)  # not a multiple of any block
+    pieces = [b"x"] * 5003
+    states = [_state(seed=s, temperature=1.5, top_k=k) for s in range(8)]
+    for _ in range(5):
+        tokens, _ = sample(logits, list(range(8)), states, pieces)
+        for r, t in enumerate(tokens):
+            assert logits[r, t] >= np.sort(logits[r])[-k]
+
+
+def test_logprobs_on_a_large_vocabulary_match_numpy() -> None:
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((3, 32000)) * 4).astype(np.float32)
+    pieces = [b"x"] * 32000
+    states = [_state(seed=s, logprobs=20) for s in range(3)]
+    tokens, logprobs = sample(logits, [0, 1, 2], states, pieces)
+    assert logprobs is not None
+    for r, lp in enumerate(logprobs):
+        assert lp is not None
+        row = logits[r].astype(np.float64)
+        expected = row - (row.max() + np.log(np.exp(row - row.max()).sum()))
+        assert lp.logprob == pytest.approx(expected[tokens[r]], abs=1e-4)
+        assert [t for t, _, _ in lp.top] == np.argsort(-row, kind="stable")[:20].tolist()
+        assert [x for _, _, x in lp.top] == pytest.approx(np.sort(expected)[::-1][:20], abs=1e-4)
+
+
+def test_threads_split_the_rows_without_changing_any_token() -> None:
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((64, 3000)).astype(np.float32)
+    pieces = [b"x"] * 3000
+    params = [*ROW_PARAMS, *OTHER_PARAMS]
+
+    def run(sampler: Sampler) -> list[int]:
+        states = [_state(seed=i, **params[i % len(params)]) for i in range(64)]
+        return [
+            t for _ in range(3) for t in sampler.sample(logits, list(range(64)), states, pieces)[0]
+        ]
+
+    threaded = Sampler(n_threads=4)
+    try:
+        assert run(threaded) == run(SAMPLER)
+    finally:
+        threaded.close()
+
+
+class CountingGrammar(OnlyEven):
+    """OnlyEven that counts how often the whole row had to be masked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_masks = 0
+
+    def mask(self, row: Logits) -> None:
+        self.num_masks += 1
+        super().mask(row)
+
+
+def test_a_grammar_row_is_masked_only_when_its_first_draw_is_refused() -> None:
+    row = np.zeros(V, np.float32)
+    row[0::2] = 5.0  # the allowed even tokens are by far the likeliest: first draws pass
+    grammar = CountingGrammar()
+    state = SamplingState(SamplingParams(temperature=1.0), 3, [], grammar)
+    chosen = [sample(row[None, :].copy(), [0], [state], PIECES)[0][0] for _ in range(50)]
+    assert all(t % 2 == 0 for t in chosen)
+    assert grammar.num_masks < 5  # e^-5 of the mass is odd: a refusal is rare
+
+
+def test_two_choices_sharing_a_row_keep_their_own_bias_and_the_row_is_untouched() -> None:
+    logits = _logits(1, seed=6)
+    before = logits.copy()
+    states = [
+        _state(temperature=0.0, logit_bias={3: 100.0}),
+        _state(temperature=0.0, logit_bias={6: 100.0}),
+    ]
+    tokens, _ = sample(logits, [0, 0], states, PIECES)
+    assert tokens == [3, 6]
+    np.testing.assert_array_equal(logits, before)

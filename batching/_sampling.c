@@ -1,0 +1,386 @@
+/* Sampling kernels for the engine: one call samples (or scores) every row of a step.
+ *
+ * Plain C with no Python API: batching/kernels.py loads the shared library with ctypes, which
+ * releases the GIL for the whole call. Rows are read in place, never sorted or copied, and no
+ * call allocates: the caller hands in one scratch buffer per call.
+ *
+ * Sampling is exact and robust to tiny changes in the logits. Temperature, min-p and top-k
+ * define the candidates; the token is the Gumbel-max argmax_i (x_i / T + g_i), where the noise
+ * g is a window of a fixed table of Gumbel variates chosen by (seed, position, attempt), so
+ * the same seed draws the same token in any batch unless two candidates nearly tie. top-p is
+ * a rejection test: the winner is kept when the candidates strictly more likely than it carry
+ * less than top_p of the mass (it lies in the nucleus); otherwise the next attempt draws with
+ * fresh noise. A kept token is distributed exactly as the renormalised nucleus. After
+ * MAX_ATTEMPTS the nucleus floor is found by bisection and the draw is made inside it.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang_analyzer__)
+#define HOT __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define HOT
+#endif
+
+#define LANES 32        /* independent accumulators: lets the compiler vectorise reductions */
+#define MAX_ATTEMPTS 8  /* top-p rejection draws before the exact nucleus floor */
+#define EXP_MIN -87.0f  /* below this exp() underflows float anyway */
+
+typedef struct {
+    float inv_temp; /* 0: greedy (argmax) */
+    float top_p;    /* 1: off */
+    float min_p;    /* 0: off */
+    int32_t top_k;  /* 0 or >= n_vocab: off */
+    uint64_t seed;
+    uint64_t position; /* how many tokens this sequence drew before: the draw's key */
+} lg_params;
+
+/* ---------------------------------------------------------------- small helpers */
+
+static uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* Where the noise window of one draw starts in a table of `span` + n_vocab variates. */
+static uint64_t noise_start(uint64_t seed, uint64_t position, uint64_t attempt, uint64_t span) {
+    return mix64(mix64(seed ^ 0x5EED5EED5EED5EEDull) + position * 0x100000001B3ull + attempt) % span;
+}
+
+/* exp(d) for d <= 0, to about 2 ulp, written so that the compiler vectorises the loops using it. */
+static inline float fast_exp(float d) {
+    d = d < EXP_MIN ? EXP_MIN : d;
+    /* round to nearest by the 1.5 * 2^23 trick: vectorises without SSE4.1's roundps */
+    float n = (d * 1.44269504f + 12582912.0f) - 12582912.0f;
+    float r = d - n * 0.693145752f;
+    r = r - n * 1.42860677e-06f;
+    float p = 1.0f / 720.0f; /* Taylor to r^6: |r| <= ln2/2 leaves a relative error near 1e-7 */
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+HOT static float row_max(const float *x, int32_t n) {
+    float acc[LANES];
+    for (int j = 0; j < LANES; j++) acc[j] = -INFINITY;
+    int32_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+    float m = -INFINITY;
+    for (int j = 0; j < LANES; j++) m = acc[j] > m ? acc[j] : m;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* The first index of the row's largest value (np.argmax's choice), and that value. */
+HOT static int32_t row_argmax(const float *x, int32_t n, float *max_out) {
+    float acc[LANES];
+    int32_t at[LANES];
+    for (int j = 0; j < LANES; j++) acc[j] = -INFINITY, at[j] = j < n ? j : 0;
+    int32_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            int better = x[i + j] > acc[j];
+            acc[j] = better ? x[i + j] : acc[j];
+            at[j] = better ? i + j : at[j];
+        }
+    float m = acc[0];
+    int32_t best = at[0];
+    for (int j = 1; j < LANES; j++)
+        if (acc[j] > m || (acc[j] == m && at[j] < best)) m = acc[j], best = at[j];
+    for (; i < n; i++)
+        if (x[i] > m) m = x[i], best = i;
+    *max_out = m;
+    return best;
+}
+
+/* w_i = exp((x_i - m) * inv_t) for x_i >= floor, else 0; returns the sum of w. */
+HOT static double weigh(const float *x, int32_t n, float m, float inv_t, float floor, float *w) {
+    float acc[LANES] = {0};
+    int32_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float e = fast_exp((x[i + j] - m) * inv_t);
+            e = x[i + j] >= floor ? e : 0.0f;
+            w[i + j] = e;
+            acc[j] += e;
+        }
+    double total = 0.0;
+    for (int j = 0; j < LANES; j++) total += acc[j];
+    for (; i < n; i++) {
+        w[i] = x[i] >= floor ? fast_exp((x[i] - m) * inv_t) : 0.0f;
+        total += w[i];
+    }
+    return total;
+}
+
+/* The Gumbel-max winner among x[0..n) at or above floor: argmax of x_i * inv_t + g[id_i],
+ * with id_i = ids[i] (or i without ids). Returns an index into x. */
+HOT static int32_t gumbel_argmax(const float *x, const int32_t *ids, int32_t n, float inv_t,
+                                 float floor, const float *g) {
+    float best = -INFINITY;
+    int32_t at = 0;
+    if (ids != NULL) {
+        for (int32_t i = 0; i < n; i++) {
+            float s = x[i] * inv_t + g[ids[i]];
+            if (x[i] >= floor && s > best) best = s, at = i;
+        }
+        return at;
+    }
+    float acc[LANES];
+    int32_t where[LANES];
+    for (int j = 0; j < LANES; j++) acc[j] = -INFINITY, where[j] = 0;
+    int32_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float s = x[i + j] * inv_t + g[i + j];
+            s = x[i + j] >= floor ? s : -INFINITY;
+            int better = s > acc[j];
+            acc[j] = better ? s : acc[j];
+            where[j] = better ? i + j : where[j];
+        }
+    for (int j = 0; j < LANES; j++)
+        if (acc[j] > best || (acc[j] == best && where[j] < at)) best = acc[j], at = where[j];
+    for (; i < n; i++) {
+        float s = x[i] * inv_t + g[i];
+        if (x[i] >= floor && s > best) best = s, at = i;
+    }
+    return at;
+}
+
+/* Sum of w over the tokens whose logit is strictly above v. */
+HOT static double mass_above(const float *x, const float *w, int32_t n, float v) {
+    float acc[LANES] = {0};
+    int32_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += x[i + j] > v ? w[i + j] : 0.0f;
+    double s = 0.0;
+    for (int j = 0; j < LANES; j++) s += acc[j];
+    for (; i < n; i++) s += x[i] > v ? w[i] : 0.0f;
+    return s;
+}
+
+/* Value of the k-th largest of x[0..n) (1 <= k <= n); reorders x. Quickselect, median of 3. */
+static float kth_largest(float *x, int32_t n, int32_t k) {
+    int32_t lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        int32_t mid = lo + (hi - lo) / 2;
+        float a = x[lo], b = x[mid], c = x[hi];
+        float pivot = (a > b) ? ((b > c) ? b : (a > c ? c : a)) : ((a > c) ? a : (b > c ? c : b));
+        int32_t i = lo, j = hi;
+        while (i <= j) {
+            while (x[i] > pivot) i++;
+            while (x[j] < pivot) j--;
+            if (i <= j) {
+                float t = x[i];
+                x[i] = x[j];
+                x[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (want <= j)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            return x[want];
+    }
+    return x[want];
+}
+
+#define CB 16 /* tokens per candidate block */
+#define HEAP_K 256 /* up to this k the k-th largest comes from a min-heap, else quickselect */
+
+/* The k-th largest of x[0..n) (1 <= k <= n) with a min-heap of the k best seen: after the
+ * first few hundred values almost every value loses to the heap's minimum at one compare. */
+static float kth_largest_heap(const float *x, int32_t n, int32_t k, float *heap) {
+    for (int32_t i = 0; i < k; i++) { /* sift up */
+        int32_t c = i;
+        heap[c] = x[i];
+        while (c > 0 && heap[(c - 1) / 2] > heap[c]) {
+            float t = heap[c];
+            heap[c] = heap[(c - 1) / 2];
+            heap[(c - 1) / 2] = t;
+            c = (c - 1) / 2;
+        }
+    }
+    for (int32_t i = k; i < n; i++) {
+        if (!(x[i] > heap[0])) continue;
+        int32_t c = 0; /* replace the minimum, sift down */
+        heap[0] = x[i];
+        for (;;) {
+            int32_t l = 2 * c + 1, r = l + 1, s = c;
+            if (l < k && heap[l] < heap[s]) s = l;
+            if (r < k && heap[r] < heap[s]) s = r;
+            if (s == c) break;
+            float t = heap[c];
+            heap[c] = heap[s];
+            heap[s] = t;
+            c = s;
+        }
+    }
+    return heap[0];
+}
+
+/* The k-th largest of x[0..n) without reordering x; `work` holds n floats. */
+static float kth_of(const float *x, int32_t n, int32_t k, float *work) {
+    if (k <= HEAP_K) return kth_largest_heap(x, n, k, work);
+    memcpy(work, x, sizeof(float) * (size_t)n);
+    return kth_largest(work, n, k);
+}
+
+/* Maxima of the row's whole blocks of CB tokens. */
+HOT static void block_maxima(const float *x, int32_t n_blocks, float *maxima) {
+    for (int32_t b = 0; b < n_blocks; b++) {
+        const float *p = x + b * CB;
+        float t[CB / 2];
+        for (int j = 0; j < CB / 2; j++) t[j] = p[j] > p[j + CB / 2] ? p[j] : p[j + CB / 2];
+        for (int j = 0; j < CB / 4; j++) t[j] = t[j] > t[j + CB / 4] ? t[j] : t[j + CB / 4];
+        for (int j = 0; j < CB / 8; j++) t[j] = t[j] > t[j + CB / 8] ? t[j] : t[j + CB / 8];
+        maxima[b] = t[0] > t[1] ? t[0] : t[1];
+    }
+}
+
+/* The blocks that surely hold the row's k best tokens (the k blocks with the largest maxima,
+ * and any tied with them), gathered in token order: values into vals, token ids into ids.
+ * Returns how many tokens were gathered. `work` holds n / CB + n floats. */
+static int32_t top_k_candidates(const float *x, int32_t n, int32_t k, float *vals, int32_t *ids,
+                                float *work) {
+    int32_t n_blocks = n / CB, m = 0;
+    if (n_blocks <= k) {
+        for (int32_t i = 0; i < n; i++) vals[i] = x[i], ids[i] = i;
+        return n;
+    }
+    float *maxima = work, *copy = work + n_blocks;
+    block_maxima(x, n_blocks, maxima);
+    float block_floor = kth_of(maxima, n_blocks, k, copy);
+    for (int32_t b = 0; b < n_blocks; b++)
+        if (maxima[b] >= block_floor)
+            for (int j = 0; j < CB; j++) vals[m] = x[b * CB + j], ids[m++] = b * CB + j;
+    for (int32_t i = n_blocks * CB; i < n; i++) /* the partial last block always joins */
+        vals[m] = x[i], ids[m++] = i;
+    return m;
+}
+
+/* The largest logit v such that the tokens at or above v carry at least `want` of the mass. */
+static float nucleus_floor(const float *x, const float *w, int32_t n, float lo, float hi,
+                           double want) {
+    for (int it = 0; it < 64; it++) {
+        float mid = lo + (hi - lo) * 0.5f;
+        if (mid <= lo || mid >= hi) break;
+        /* the mass at or above mid is the mass strictly above the float just below it */
+        if (mass_above(x, w, n, nextafterf(mid, -INFINITY)) >= want)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Draws from candidates x[0..n) (ids: their token ids, or NULL for a whole row) whose max is
+ * m, with weights below `floor` zero; returns an index into x. */
+static int32_t draw(const float *x, const int32_t *ids, int32_t n, float m, float floor,
+                    const lg_params *p, const float *table, uint64_t span, float *w) {
+    double want = -1.0;
+    for (uint64_t a = 0; a < MAX_ATTEMPTS; a++) {
+        const float *g = table + noise_start(p->seed, p->position, a, span);
+        int32_t t = gumbel_argmax(x, ids, n, p->inv_temp, floor, g);
+        if (p->top_p >= 1.0f) return t;
+        if (want < 0.0) /* the weights, once: the nucleus test needs them */
+            want = (double)p->top_p * weigh(x, n, m, p->inv_temp, floor, w);
+        if (mass_above(x, w, n, x[t]) < want) return t;
+    }
+    /* a small nucleus of a flat row: find its exact floor, then draw inside it */
+    float lo = floor > m - 1000.0f ? floor : m - 1000.0f;
+    float nf = nucleus_floor(x, w, n, lo, m, want);
+    const float *g = table + noise_start(p->seed, p->position, MAX_ATTEMPTS, span);
+    return gumbel_argmax(x, ids, n, p->inv_temp, nf, g);
+}
+
+/* ---------------------------------------------------------------- the API */
+
+/* Bytes of scratch one call of lg_sample or lg_logprobs needs. */
+int64_t lg_scratch_bytes(int32_t n_vocab) {
+    int64_t n = n_vocab;
+    return (5 * n + n / CB + 64) * 4;
+}
+
+/* Picks one token per row; `table` holds n_table Gumbel variates (n_table > n_vocab). */
+void lg_sample(int32_t n_rows, int32_t n_vocab, const float *const *rows, const lg_params *params,
+               const float *table, int64_t n_table, void *scratch, int32_t *out) {
+    int64_t n = n_vocab;
+    uint64_t span = (uint64_t)(n_table - n_vocab);
+    float *w = (float *)scratch, *vals = w + n, *work = vals + n;
+    int32_t *ids = (int32_t *)(work + n + n / CB + 16);
+    for (int32_t r = 0; r < n_rows; r++) {
+        const float *x = rows[r];
+        const lg_params *p = &params[r];
+        if (p->inv_temp > 0.0f && p->top_k > 0 && p->top_k < n_vocab) {
+            int32_t c = top_k_candidates(x, n_vocab, p->top_k, vals, ids, work);
+            float m = row_max(vals, c);
+            float kth = kth_of(vals, c, p->top_k < c ? p->top_k : c, work);
+            float floor = p->min_p > 0.0f ? m + logf(p->min_p) / p->inv_temp : -FLT_MAX;
+            floor = kth > floor ? kth : floor;
+            out[r] = ids[draw(vals, ids, c, m, floor, p, table, span, w)];
+            continue;
+        }
+        float m;
+        int32_t best = row_argmax(x, n_vocab, &m);
+        if (p->inv_temp == 0.0f || !(m > -INFINITY)) {
+            out[r] = best;
+            continue;
+        }
+        float floor = p->min_p > 0.0f ? m + logf(p->min_p) / p->inv_temp : -FLT_MAX;
+        out[r] = draw(x, NULL, n_vocab, m, floor, p, table, span, w);
+    }
+}
+
+/* The model's log-probabilities: of the chosen token, and the n_top best (best first). */
+void lg_logprobs(int32_t n_rows, int32_t n_vocab, const float *const *rows, const int32_t *tokens,
+                 int32_t n_top, float *token_lp, int32_t *top_ids, float *top_lp, void *scratch) {
+    int64_t n = n_vocab;
+    float *vals = (float *)scratch + n, *work = vals + n;
+    int32_t *cids = (int32_t *)(work + n + n / CB + 16);
+    for (int32_t r = 0; r < n_rows; r++) {
+        const float *x = rows[r];
+        float m = row_max(x, n_vocab);
+        float acc[LANES] = {0};
+        int32_t i = 0;
+        for (; i + LANES <= n_vocab; i += LANES)
+            for (int j = 0; j < LANES; j++) acc[j] += fast_exp(x[i + j] - m);
+        double s = 0.0;
+        for (int j = 0; j < LANES; j++) s += acc[j];
+        for (; i < n_vocab; i++) s += fast_exp(x[i] - m);
+        float logz = m + (float)log(s);
+        token_lp[r] = x[tokens[r]] - logz;
+        if (n_top <= 0) continue;
+        int32_t c = top_k_candidates(x, n_vocab, n_top, vals, cids, work);
+        float kth = kth_of(vals, c, n_top < c ? n_top : c, work);
+        int32_t *ids = top_ids + (size_t)r * n_top, got = 0;
+        for (int32_t i = 0; i < c && got < n_top; i++) /* strictly better first */
+            if (vals[i] > kth) ids[got++] = cids[i];
+        for (int32_t i = 0; i < c && got < n_top; i++) /* then ties at the k-th, by id */
+            if (vals[i] == kth) ids[got++] = cids[i];
+        for (int32_t a = 1; a < got; a++) { /* insertion sort: best first, lower id on ties */
+            int32_t id = ids[a], b = a - 1;
+            while (b >= 0 && (x[ids[b]] < x[id] || (x[ids[b]] == x[id] && ids[b] > id))) {
+                ids[b + 1] = ids[b];
+                b--;
+            }
+            ids[b + 1] = id;
+        }
+        for (int32_t a = 0; a < got; a++) top_lp[(size_t)r * n_top + a] = x[ids[a]] - logz;
+    }
+}
