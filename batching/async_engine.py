@@ -94,7 +94,7 @@ class AsyncEngine:
             self._commands.put(("stop", None))
             self._thread.join(timeout=30)
             self._thread = None
-        self._engine.runner.close()
+        self._engine.close()
 
     def tokenize(self, text: str, add_bos: bool, parse_special: bool) -> list[int]:
         return self._engine.runner.tokenize(text, add_bos, parse_special)
@@ -114,12 +114,12 @@ class AsyncEngine:
         n: int = 1,
     ) -> RequestStream:
         """Queue a request; iterate the result for its outputs (QueueFullError when full)."""
+        if not self.is_ready:
+            raise EngineUnavailableError("the engine is not running; try again later")
         slots = self.model.n_slots
         if self._num_seqs + n > slots + self._max_queue:
             waiting = max(self._num_seqs - slots, 0)
             raise QueueFullError(retry_after_s=float(min(60, 1 + math.ceil(waiting / slots))))
-        if not self.is_ready:
-            raise EngineUnavailableError("the engine is not running; try again later")
         seqs = self._engine.new_sequences(request_id, prompt_ids, params, n)
         stream = RequestStream(self, request_id, n)
         self._streams[request_id] = stream

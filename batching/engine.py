@@ -12,11 +12,12 @@ from batching.info import EngineStats, ModelInfo
 from batching.outputs import SchedulerOutput, StepOutput, StepStats
 from batching.params import ParamError, SamplingParams
 from batching.runner import ModelRunner
-from batching.sampler import SamplingState, sample
+from batching.sampler import Sampler, SamplingState
 from batching.scheduler import Scheduler
 from batching.sequence import Sequence
 from batching.slots import SlotTable
 from batching.stop import StopChecker
+from batching.ubatch import count_ubatches
 
 __all__ = [
     "Engine",
@@ -47,6 +48,7 @@ class Engine:
             self.slots, config.n_batch, config.n_ctx, max_seq_len, runner.eog_ids
         )
         self.observer = observer
+        self.sampler = Sampler(config.sampler_threads)
 
     @property
     def has_work(self) -> bool:
@@ -104,7 +106,7 @@ class Engine:
         decoded = time.perf_counter()
         if out is None:
             return self.scheduler.take_outputs()
-        tokens, logprobs = sample(
+        tokens, logprobs = self.sampler.sample(
             self.runner.logits(),
             out.sample_rows,
             [s.sampling for s in out.sample_seqs],
@@ -124,6 +126,11 @@ class Engine:
                     decode_s=decoded - scheduled,
                     sample_s=sampled - decoded,
                     update_s=end - sampled,
+                    num_ubatches=count_ubatches(
+                        out.runs(),
+                        min(self.config.n_ubatch, self.config.n_batch),
+                        sequential=not self.config.kv_unified,
+                    ),
                 )
             )
         return outputs
@@ -156,6 +163,11 @@ class Engine:
             self.scheduler.fail(seq, why)
             self.runner.clear_slot(slot_id)
             self.slots.forget(slot_id)
+
+    def close(self) -> None:
+        """Free the sampler's threads and llama.cpp's memory."""
+        self.sampler.close()
+        self.runner.close()
 
     def stats(self) -> EngineStats:
         sched = self.scheduler

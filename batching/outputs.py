@@ -36,13 +36,16 @@ class KvOp:
 class SchedulerOutput:
     """One step's work: one token for every decoding sequence plus prompt chunks.
 
-    `sample_seqs[i]` takes its next token from logits row `sample_rows[i]`; forks share their
-    parent's row in the step that completes the parent's prompt.
+    `entries` is the batch in the order llama.cpp gets it (by slot id; a decoding sequence
+    stands for its one token, a chunk for its prompt tokens). `sample_seqs[i]` takes its next
+    token from logits row `sample_rows[i]`; forks share their parent's row in the step that
+    completes the parent's prompt.
     """
 
     decode: list[Sequence] = field(default_factory=list)
     prefill: list[PrefillChunk] = field(default_factory=list)
     kv_ops: list[KvOp] = field(default_factory=list)
+    entries: list[Sequence | PrefillChunk] = field(default_factory=list)
     sample_seqs: list[Sequence] = field(default_factory=list)
     sample_rows: list[int] = field(default_factory=list)
 
@@ -53,6 +56,15 @@ class SchedulerOutput:
     @property
     def num_tokens(self) -> int:
         return len(self.decode) + sum(c.end - c.start for c in self.prefill)
+
+    def runs(self) -> list[tuple[int, int]]:
+        """(slot_id, number of tokens) of each entry, in batch order."""
+        return [
+            (e.seq.slot_id or 0, e.end - e.start)
+            if isinstance(e, PrefillChunk)
+            else (e.slot_id or 0, 1)
+            for e in self.entries
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +114,4 @@ class StepStats:
     decode_s: float  # batch fill + llama_decode + sync (+ retries when the KV cache was full)
     sample_s: float  # logits processing and sampling of every row
     update_s: float  # detokenising, stop checks, building outputs
+    num_ubatches: int = 1  # passes llama.cpp makes over the weights for this step's batch

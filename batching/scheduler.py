@@ -76,13 +76,19 @@ class Scheduler:
         stalls running streams; prompt chunks of sequences already prefilling come next (oldest
         first), then waiting requests are admitted in FIFO order while slots, budget and KV
         cells last. A request whose choices do not all find a slot waits: nobody overtakes it.
+
+        NOTE: the batch is laid out in slot-id order, and free slots are handed out lowest id
+        first. With a KV stream per slot llama.cpp runs one ubatch (a full pass over the
+        weights) per run of consecutive slot ids it finds in batch order (batching/ubatch.py),
+        so decode tokens in admission order shattered a 64-sequence step into tens of passes
+        once requests of mixed lengths came and went. In slot order the decode tokens of the
+        busy slots, which stay contiguous, share one ubatch with the first token of every
+        prompt chunk; each prompt chunk's remaining tokens follow in ubatches of their own.
         """
         out = SchedulerOutput(kv_ops=self._kv_ops)
         self._kv_ops = []
         for seq in self.running:
             if not seq.is_prefilling and not seq.is_fork_pending:
-                out.sample_rows.append(len(out.decode))
-                out.sample_seqs.append(seq)
                 out.decode.append(seq)
         budget = self.n_batch - len(out.decode)
         for seq in self.running:
@@ -93,7 +99,7 @@ class Scheduler:
             for seq in group:
                 self._admit(seq, group[0], out)
             budget -= self._chunk(out, group[0], budget)
-        self._assign_prefill_rows(out)
+        self._lay_out(out)
         return out
 
     def update(
@@ -164,17 +170,24 @@ class Scheduler:
         out.prefill.append(PrefillChunk(seq, start, end))
         return end - start
 
-    def _assign_prefill_rows(self, out: SchedulerOutput) -> None:
-        row = len(out.decode)
-        for chunk in out.prefill:
-            if chunk.end == chunk.seq.num_prompt_tokens:
+    def _lay_out(self, out: SchedulerOutput) -> None:
+        """Order the batch by slot id and give every sampling sequence its logits row."""
+        out.entries = sorted([*out.decode, *out.prefill], key=_slot_of)
+        row = 0
+        for entry in out.entries:
+            if isinstance(entry, PrefillChunk):
+                if entry.end < entry.seq.num_prompt_tokens:
+                    continue
                 out.sample_rows.append(row)
-                out.sample_seqs.append(chunk.seq)
+                out.sample_seqs.append(entry.seq)
                 for fork in self.running:
-                    if fork.parent is chunk.seq and fork.is_fork_pending:
+                    if fork.parent is entry.seq and fork.is_fork_pending:
                         out.sample_rows.append(row)
                         out.sample_seqs.append(fork)
-                row += 1
+            else:
+                out.sample_rows.append(row)
+                out.sample_seqs.append(entry)
+            row += 1
 
     def _fork(self, seq: Sequence) -> None:
         parent = seq.parent
@@ -254,3 +267,8 @@ class Scheduler:
             out = self._output(seq, "", [], None)
             out.finish_reason, out.error = seq.finish_reason, error
             self._outputs.append(out)
+
+
+def _slot_of(entry: Sequence | PrefillChunk) -> int:
+    seq = entry.seq if isinstance(entry, PrefillChunk) else entry
+    return seq.slot_id or 0

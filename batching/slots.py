@@ -44,12 +44,13 @@ class SlotTable:
     def acquire(self, prompt_ids: list[int]) -> tuple[int, int]:
         """Take a free slot; return (slot_id, number of prompt tokens its cells already hold).
 
-        Without a useful prefix, take the least recently used slot so that warm caches last.
+        Without a useful prefix, take the free slot with the lowest id: busy slots then stay
+        contiguous, which keeps llama.cpp's ubatches few (see Scheduler.schedule).
         """
         free = [s for s in self.slots if not s.is_busy]
         if not free:
             raise RuntimeError("no free slot")
-        best, best_len = min(free, key=lambda s: s.last_used), 0
+        best, best_len = free[0], 0
         if self.prefix_cache:
             for s in free:
                 n = common_prefix_len(s.cached, prompt_ids)
@@ -57,7 +58,7 @@ class SlotTable:
                     best, best_len = s, n
             # Sharing only a BOS or a word is not worth wiping another warm cache for.
             if best_len < min(MIN_SHARED_PREFIX, len(prompt_ids) // 2 + 1):
-                best = min(free, key=lambda s: s.last_used)
+                best = free[0]
                 best_len = common_prefix_len(best.cached, prompt_ids)
         best.is_busy = True
         self.num_busy += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from batching.info import ModelInfo
-from batching.outputs import KvOp, SchedulerOutput
+from batching.outputs import KvOp, PrefillChunk, SchedulerOutput
 from batching.sampler import Logits
 
 BOS, EOS = 1, 2
@@ -43,6 +43,35 @@ def hashed_next(history: list[int], n_vocab: int = N_VOCAB) -> int:
     return 3 + zlib.crc32(np.asarray(history, np.int32).tobytes()) % (n_vocab - 3)
 
 
+def split_equal(seq_ids: list[int], n_ubatch: int) -> int:
+    """How many ubatches llama.cpp's split_equal(n_ubatch, sequential=true) cuts a batch into.
+
+    Token by token, as llama.cpp does it: each ubatch first picks, scanning the unused tokens
+    in batch order, sequences whose ids each follow the previously picked one; then it takes one
+    unused token from every picked sequence per round, while every one has a token left and the
+    ubatch stays within n_ubatch tokens.
+    """
+    used = [False] * len(seq_ids)
+    count = 0
+    while not all(used):
+        picked: list[int] = []
+        for i, s in enumerate(seq_ids):
+            if not used[i] and s not in picked and (not picked or s == picked[-1] + 1):
+                picked.append(s)
+                if len(picked) > n_ubatch:
+                    break
+        unused = {s: [i for i, t in enumerate(seq_ids) if t == s and not used[i]] for s in picked}
+        rounds = 0
+        while all(len(unused[s]) > rounds for s in picked):
+            for s in picked:
+                used[unused[s][rounds]] = True
+            rounds += 1
+            if (rounds + 1) * len(picked) > n_ubatch:
+                break
+        count += 1
+    return count
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """What one forward call computed: (slot_id, pos, token) per token, and the prompt part."""
@@ -62,6 +91,7 @@ class FakeRunner:
         n_cells: int | None = None,
         next_token: NextToken | None = None,
         peak: float = 10.0,
+        n_ubatch: int = 512,
     ) -> None:
         self.info = ModelInfo(
             path=Path("fake"),
@@ -90,6 +120,8 @@ class FakeRunner:
         self.cleared: list[int] = []
         self.num_full = 0  # forwards answered with 1
         self.grammars: list[FakeGrammar] = []
+        self.n_ubatch = n_ubatch
+        self.ubatches: list[int] = []  # llama.cpp's ubatch count of each successful forward
         self._ids = itertools.count()
         self._rows: Logits = np.zeros((0, N_VOCAB), np.float32)
 
@@ -132,20 +164,24 @@ class FakeRunner:
         planned: list[tuple[int, int, int]] = []
         rows: list[int] = []  # slot of each logits row, in batch order
         seen: set[int] = set()
-        for seq in out.decode:
-            assert seq.slot_id is not None and seq.slot_id not in seen
-            seen.add(seq.slot_id)
-            self._check_history(seq.slot_id, seq.prompt_ids + seq.output_ids[:-1])
-            planned.append((seq.slot_id, seq.num_tokens - 1, seq.output_ids[-1]))
-            rows.append(seq.slot_id)
-        for c in out.prefill:
-            slot = c.seq.slot_id
-            assert slot is not None and slot not in seen and c.start < c.end
-            seen.add(slot)
-            self._check_history(slot, c.seq.prompt_ids[: c.start])
-            planned += [(slot, p, c.seq.prompt_ids[p]) for p in range(c.start, c.end)]
-            if c.end == c.seq.num_prompt_tokens:
-                rows.append(slot)
+        assert len(out.entries) == len(out.decode) + len(out.prefill)
+        for entry in out.entries:
+            if isinstance(entry, PrefillChunk):
+                slot = entry.seq.slot_id
+                assert slot is not None and slot not in seen and entry.start < entry.end
+                seen.add(slot)
+                self._check_history(slot, entry.seq.prompt_ids[: entry.start])
+                planned += [
+                    (slot, p, entry.seq.prompt_ids[p]) for p in range(entry.start, entry.end)
+                ]
+                if entry.end == entry.seq.num_prompt_tokens:
+                    rows.append(slot)
+            else:
+                assert entry.slot_id is not None and entry.slot_id not in seen
+                seen.add(entry.slot_id)
+                self._check_history(entry.slot_id, entry.prompt_ids + entry.output_ids[:-1])
+                planned.append((entry.slot_id, entry.num_tokens - 1, entry.output_ids[-1]))
+                rows.append(entry.slot_id)
         if self.n_cells is not None and self.num_cells_used() + len(planned) > self.n_cells:
             self.num_full += 1
             return 1
@@ -153,6 +189,7 @@ class FakeRunner:
             assert pos == len(self.cells[slot])
             self.cells[slot].append((next(self._ids), token))
         self.batches.append(Batch(planned, len(out.decode), len(planned) - len(out.decode)))
+        self.ubatches.append(split_equal([slot for slot, _, _ in planned], self.n_ubatch))
         self._rows = np.zeros((len(rows), N_VOCAB), np.float32)
         for i, slot in enumerate(rows):
             self._rows[i] = self._row(self.tokens_of(slot))
@@ -194,6 +231,9 @@ class FakeGrammar:
         self.allowed = allowed
         self.accepted: list[int] = []
         self.is_closed = False
+
+    def allows(self, token_id: int) -> bool:
+        return token_id in self.allowed
 
     def mask(self, row: Logits) -> None:
         forbidden = np.ones(row.shape[0], bool)

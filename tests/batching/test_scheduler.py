@@ -220,7 +220,7 @@ def test_abort_during_an_n2_prefill_finishes_each_choice_once() -> None:
 
 def test_n2_choices_share_one_prefill_and_equal_single_requests() -> None:
     prompt = _prompt(3, 16)
-    params = SamplingParams(temperature=1.0, max_tokens=6, seed=5)
+    params = SamplingParams(temperature=1.0, max_tokens=6, seed=5, ignore_eos=True)
     engine, runner = _engine(FakeRunner(peak=1.0), n_slots=4, n_batch=64)
     _add(engine, "a", prompt, params, n=2)
     outputs = _drive(engine)
@@ -233,7 +233,8 @@ def test_n2_choices_share_one_prefill_and_equal_single_requests() -> None:
         assert _finish(outs) == "length"
         assert [o.num_prompt_tokens for o in outs] == [len(prompt)] * 6
         single, _ = _engine(FakeRunner(peak=1.0), n_slots=1)
-        _add(single, "s", prompt, SamplingParams(temperature=1.0, max_tokens=6, seed=seed))
+        alone = SamplingParams(temperature=1.0, max_tokens=6, seed=seed, ignore_eos=True)
+        _add(single, "s", prompt, alone)
         assert _tokens(outs) == _tokens(_drive(single)[("s", 0)])
     assert _tokens(outputs[("a", 0)]) != _tokens(outputs[("a", 1)])
 
@@ -340,14 +341,15 @@ def test_output_stops_at_the_context_length() -> None:
 def test_kv_full_evicts_idle_prefix_caches_first() -> None:
     runner = FakeRunner(n_cells=40)
     engine, _ = _engine(runner, n_slots=2, n_ctx=40)
-    _add(engine, "old", _prompt(0, 10), SamplingParams(temperature=0.0, max_tokens=6))
+    _add(engine, "first", _prompt(0, 10), SamplingParams(temperature=0.0, max_tokens=7))
+    _add(engine, "old", _prompt(30, 10), SamplingParams(temperature=0.0, max_tokens=6))
     _drive(engine)
-    assert engine.slots.idle_cached() == [0]
-    prompt = [*_prompt(20, 20)[1:], 7]  # no BOS: nothing in common with the cached slot
+    assert engine.slots.idle_cached() == [1, 0]  # "old" (slot 1) finished first
+    prompt = [*_prompt(20, 20)[1:], 7]  # no BOS: nothing in common with either cached slot
     _add(engine, "new", prompt, SamplingParams(temperature=0.0, max_tokens=12))
-    outs = _drive(engine)[("new", 0)]
+    outs = _drive(engine)[("new", 0)]  # into slot 0, whose cache it overwrites
     assert runner.num_full == 1
-    assert runner.cleared == [0]
+    assert runner.cleared == [1]
     assert _finish(outs) == "length"
     assert _tokens(outs) == _greedy(prompt, 12)
 

@@ -32,17 +32,29 @@ def test_acquire_prefers_the_longest_common_prefix() -> None:
     assert table.acquire([1, 2, 8]) == (0, 2)
 
 
-def test_without_a_shared_prefix_the_least_recently_used_slot_is_taken() -> None:
+def test_without_a_shared_prefix_the_lowest_free_slot_is_taken() -> None:
+    # busy slots stay contiguous from 0, which keeps llama.cpp's ubatches few
+    table = SlotTable(4)
+    for _ in range(4):
+        table.acquire([])
+    table.release(3, [5])
+    table.release(1, [6])
+    table.release(2, [7])
+    slot_id, num_cached = table.acquire([1, 2])
+    assert (slot_id, num_cached) == (1, 0)
+    # the slot's old cells are no longer counted as a cache
+    assert table.slots[1].cached == []
+    assert table.acquire([5, 1, 1]) == (2, 0)  # one token shared with slot 3: not worth a jump
+
+
+def test_a_free_slot_holding_a_long_shared_prefix_wins_over_the_lowest() -> None:
     table = SlotTable(3)
     for _ in range(3):
         table.acquire([])
-    table.release(2, [5])
-    table.release(0, [6])
-    table.release(1, [7])
-    slot_id, num_cached = table.acquire([1, 2])
-    assert (slot_id, num_cached) == (2, 0)
-    # the slot's old cells are no longer counted as a cache
-    assert table.slots[2].cached == []
+    prefix = list(range(100, 140))
+    table.release(2, [*prefix, 1])
+    table.release(0, [9])
+    assert table.acquire([*prefix, 2, 3]) == (2, 40)
 
 
 def test_release_keeps_the_cached_tokens_for_the_next_prompt() -> None:
