@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The GPU benchmark in two calls on the lent H200 machine (see benchmarks/README.md):
 #   benchmarks/gpu.sh build   wheels -> /tmp/site, llama.cpp CUDA build, 7B demo model, Q4_K_M  (<= 9 min)
-#   benchmarks/gpu.sh bench   batched-bench, then gateway, llama-server -np 64, -np 1         (<= 9.5 min)
+#   benchmarks/gpu.sh bench   step profile, batched-bench, gateway and llama-server -np 64 over the
+#                             standard workloads (greedy, sampled chat, mixed and long-tailed
+#                             lengths, C=1/16, shared prefix, Poisson)                     (<= 9.5 min)
+# On a machine with two GPUs (nvidia-h200-x2) `bench` runs two lanes at once: ours on GPU 0 and
+# llama-server on GPU 1 (the same model of card in the same host), with the same requests.
 # Needs benchmarks/prepare.sh to have filled .dev/ on the dev machine. Everything that must outlive
 # a call lives under /tmp; $OUT receives build.log, or bench.log and results.json.
 set -uo pipefail # no -e: every step is time-boxed and its failure logged, and the rest carries on
@@ -151,6 +155,14 @@ quantize() {
     && mv "$MODEL.partial" "$MODEL" && rm -f "$F16" "$F16.done" && ls -la "$MODELS"
 }
 
+build_kernels() { # our C sampling kernels, as setup.py builds them (no Python headers needed)
+  local so
+  so="$REPO/batching/_sampling$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+  [[ -f $so ]] && return 0
+  gcc -O3 -std=c11 -fno-trapping-math -fno-math-errno -shared -fPIC -o "$so" "$REPO/batching/_sampling.c" -lm \
+    && log "built $so"
+}
+
 check_python() {
   step llama-cpp-python 60 python3 -c 'import llama_cpp
 print("llama_cpp", llama_cpp.__version__, "from", llama_cpp.__file__)
@@ -171,6 +183,7 @@ do_build() {
   write_f16 # the F16 model is written while the build runs
   wait_build || return 1
   quantize || return 1
+  build_kernels || return 1
   check_python
   df -h /tmp | tail -n 1
 }
@@ -239,23 +252,32 @@ bench() {
     || echo "$server:$name (failed, timed out or every request failed)" >>"$RESULTS/skipped.txt"
 }
 
-# workloads SERVER PORT PROFILE: the same workloads and seeds for every server; "np1" sends fewer.
+# workloads SERVER PORT PROFILE: the same workloads and seeds for every server, most telling
+# first; "short" runs only the rows that compare our batch sizes.
 workloads() {
-  local s=$1 p=$2 small=$3 n16=64 n64=256 nsp=128 npo=200 w=64
-  [[ $small == np1 ]] && { n16=32; n64=32; nsp=32; npo=32; w=1; }
-  bench "$s" "$p" c1 60 --concurrency 1 --num-requests "$([[ $small == np1 ]] && echo 4 || echo 8)" \
-    --warmup 2 --seed 11
-  bench "$s" "$p" c16 90 --concurrency 16 --num-requests "$n16" --warmup "$((w < 16 ? w : 16))" --seed 12
-  bench "$s" "$p" c64 120 --concurrency 64 --num-requests "$n64" --warmup "$w" --seed 13
+  local s=$1 p=$2 profile=$3 c64=(--concurrency 64 --num-requests 256 --warmup 64)
+  local chat=(--endpoint chat --prompt-format text --prompt-len 200 --output-len 128)
+  bench "$s" "$p" c64 100 "${c64[@]}" --seed 13
+  bench "$s" "$p" chat-c64-t0.7-p0.9 100 "${chat[@]}" "${c64[@]}" --temperature 0.7 --top-p 0.9 --seed 21
+  bench "$s" "$p" mixed-c64 120 --workload mixed --prompt-len-range 64 1000 --output-len-range 16 256 \
+    "${c64[@]}" --seed 23
+  [[ $profile == short ]] && return 0
+  bench "$s" "$p" chat-c64-t1.0-p1.0 100 "${chat[@]}" "${c64[@]}" --temperature 1.0 --top-p 1.0 --seed 22
+  bench "$s" "$p" lognormal-c64-t0.7-p0.9 120 --workload lognormal "${c64[@]}" --temperature 0.7 \
+    --top-p 0.9 --seed 24
+  bench "$s" "$p" chat-c64-k40-p0.95-t0.8 100 "${chat[@]}" "${c64[@]}" --temperature 0.8 --top-k 40 \
+    --top-p 0.95 --seed 25
+  bench "$s" "$p" c1 60 --concurrency 1 --num-requests 8 --warmup 2 --seed 11
+  bench "$s" "$p" c16 90 --concurrency 16 --num-requests 64 --warmup 16 --seed 12
   bench "$s" "$p" shared-prefix-c64 120 --workload shared-prefix --prefix-len 1000 --suffix-len 32 \
-    --concurrency 64 --num-requests "$nsp" --warmup "$w" --seed 14
+    --concurrency 64 --num-requests 128 --warmup 64 --seed 14
   if [[ $s == gateway ]]; then
     log "gateway prompt cache so far: $(python3 -c 'import sys, urllib.request
 print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://127.0.0.1:$p/metrics" \
-      | grep -E '^gateway_prompt_(cached_)?tokens_total' | tr '\n' ' ')"
+      | grep -E '^gateway_(prompt_(cached_)?tokens_total|step_ubatches_(sum|count))' | tr '\n' ' ')"
   fi
   # open loop just under the saturation of both servers (about 10-12 requests/s at C=64)
-  bench "$s" "$p" poisson-r9 90 --request-rate 9 --num-requests "$npo" --seed 15
+  bench "$s" "$p" poisson-r9 90 --request-rate 9 --num-requests 200 --seed 15
 }
 
 batched_bench() { # batched_bench NAME EXTRA...: llama.cpp's own batched decode, no HTTP
@@ -283,6 +305,7 @@ serve_and_bench() { # serve_and_bench NAME PORT PROFILE CMD...
 
 preflight() {
   setup_env
+  build_kernels || return 1
   [[ -x $BIN/llama-server && -e $BIN/libllama.so ]] || { log "no llama.cpp build: run 'gpu.sh build' first"; return 1; }
   if [[ ! -f $MODEL ]]; then
     log "no Q4_K_M model yet: quantizing first"
@@ -292,36 +315,55 @@ preflight() {
   python3 -c 'import aiohttp, tqdm, gateway.bench' || { log "gateway.bench does not import"; return 1; }
 }
 
-do_bench() {
-  DEADLINE=${BENCH_DEADLINE:-555}
-  local gateway_extra=()
-  read -ra gateway_extra <<<"${GATEWAY_ARGS:-}" # extra `gateway serve` flags, e.g. "--batch-size 2048"
-  rm -rf "$RESULTS" && mkdir -p "$RESULTS"
-  preflight || return 1
-  nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader
-  trap stop_server EXIT
-  trap 'stop_server; exit 143' TERM INT
-  batched_bench batched-bench
-  batched_bench batched-bench-kvu -kvu # one unified KV buffer, as a single-context engine may use
-  # where the time of an engine step goes, without HTTP (Python share of llama_decode's time)
-  step step-profile 100 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
-    --ctx-size "$CTX" --n-gpu-layers 99 --out "$OUT/step_profile.json"
-  # the whole Python stack (engine thread, asyncio hand-off, pydantic, SSE, uvicorn) over a model
-  # whose decode is a 16 ms sleep: a TPOT near 16 ms means the Python side keeps up at C=64
-  if start_server http-sim 8010 python3 "$REPO/benchmarks/http_profile.py" --step-ms 16 \
-    --slots 64 --ctx-size "$CTX" --port 8010; then
-    bench http-sim 8010 c64 60 --concurrency 64 --num-requests 256 --warmup 64 --seed 13
-    stop_server
-  fi
+# lane GPU NAME...: run the rest of the command with only that GPU visible
+lane() {
+  local gpu=$1
+  shift
+  CUDA_VISIBLE_DEVICES=$gpu "$@"
+}
+
+ours_lane() { # step profile, then our gateway over every workload
+  step step-profile 150 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
+    --ctx-size "$CTX" --n-gpu-layers 99 --threads 4,16 --sampler-threads 4 --mixed-steps 300 \
+    --out "$OUT/step_profile.json"
+  step sampler-bench 60 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
   serve_and_bench gateway 8001 full python3 -m gateway serve --model "$MODEL" --slots 64 \
-    --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${gateway_extra[@]}"
+    --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${GATEWAY_EXTRA[@]}"
+}
+
+reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the other batch size
+  batched_bench batched-bench
   serve_and_bench llama-server-np64 8002 full "$BIN/llama-server" -m "$MODEL" -np 64 -c "$CTX" \
     "${LLAMA_SERVER_FLAGS[@]}" --port 8002
-  serve_and_bench llama-server-np1 8003 np1 "$BIN/llama-server" -m "$MODEL" -np 1 -c 4096 \
-    "${LLAMA_SERVER_FLAGS[@]}" --port 8003
+  serve_and_bench gateway-b2048 8003 short python3 -m gateway serve --model "$MODEL" --slots 64 \
+    --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 --batch-size 2048
+}
+
+do_bench() {
+  DEADLINE=${BENCH_DEADLINE:-555}
+  GATEWAY_EXTRA=()
+  read -ra GATEWAY_EXTRA <<<"${GATEWAY_ARGS:-}" # extra `gateway serve` flags, e.g. "--batch-size 2048"
+  rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+  preflight || return 1
+  nvidia-smi --query-gpu=index,name,memory.total,memory.used,driver_version --format=csv,noheader
+  local gpus
+  gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
+  if ((gpus >= 2)); then
+    log "two GPUs: our lane on GPU 0, llama.cpp's on GPU 1, side by side"
+    (trap stop_server EXIT; lane 0 ours_lane) >"$OUT/lane-ours.log" 2>&1 &
+    local ours=$!
+    (trap stop_server EXIT; lane 1 reference_lane) >"$OUT/lane-reference.log" 2>&1 &
+    wait "$ours" $!
+    cat "$OUT/lane-ours.log" "$OUT/lane-reference.log"
+  else
+    trap stop_server EXIT
+    trap 'stop_server; exit 143' TERM INT
+    ours_lane
+    reference_lane
+  fi
   python3 "$REPO/benchmarks/plot.py" combine --dir "$RESULTS" --out "$OUT/results.json" \
     --meta "model=$(basename "$MODEL")" --meta "ctx=$CTX" \
-    --meta "gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)" \
+    --meta "gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1) x$gpus" \
     --meta "llama_server_flags=${LLAMA_SERVER_FLAGS[*]}" --meta "gateway_args=${GATEWAY_ARGS:-}" \
     --meta "elapsed_s=$((SECONDS - T0))"
   python3 "$REPO/benchmarks/plot.py" table "$OUT/results.json"

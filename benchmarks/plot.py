@@ -23,6 +23,7 @@ SERVER_TITLES = {
     REFERENCE: "llama-server -np 64",
     "llama-server-np1": "llama-server -np 1",
     "http-sim": "gateway over a 16 ms simulated decode (no GPU)",
+    "gateway-b2048": "gateway --batch-size 2048",
 }
 
 
@@ -57,11 +58,11 @@ def combine(results_dir: Path, meta: dict[str, str]) -> dict[str, Any]:
     return {"meta": meta, "batched_bench": batched, "skipped": skipped, "runs": runs}
 
 
-def decode_ceiling(data: dict[str, Any], batch: int) -> float | None:
-    """Decode tok/s of llama-batched-bench (split KV) at `batch` parallel sequences."""
+def output_ceiling(data: dict[str, Any], batch: int) -> float | None:
+    """batched-bench's output tokens per second of wall time, prompts included: B x TG / T."""
     for row in data.get("batched_bench", {}).get("batched-bench", {}).get("rows", []):
-        if int(row["b"]) == batch:
-            return float(row["s_tg"])
+        if int(row["b"]) == batch and row["t"] > 0:
+            return float(row["b"] * row["tg"] / row["t"])
     return None
 
 
@@ -98,8 +99,9 @@ def _ratio_lines(data: dict[str, Any]) -> list[str]:
     by_key = {(r["server"], r["workload"]): r for r in data["runs"]}
     lines = [
         "| workload | gateway tok/s | llama-server -np 64 tok/s | gateway / llama-server "
-        "| decode ceiling tok/s (batched-bench, B = C) | gateway / ceiling |",
-        "|" + "---|" * 6,
+        "| TTFT p50 ms, ours / theirs | output ceiling tok/s (batched-bench B x TG / T) "
+        "| gateway / ceiling |",
+        "|" + "---|" * 7,
     ]
     for (server, workload), run in by_key.items():
         if server != GATEWAY:
@@ -107,14 +109,23 @@ def _ratio_lines(data: dict[str, Any]) -> list[str]:
         ours = run["summary"]["output_tok_s"]
         reference = by_key.get((REFERENCE, workload))
         theirs = reference["summary"]["output_tok_s"] if reference else None
+        ttft = _ms(run["summary"]["ttft_ms"]["p50"])
+        if reference:
+            ttft += " / " + _ms(reference["summary"]["ttft_ms"]["p50"])
         config = run["config"]
-        is_fixed_closed = config.get("mode") == "closed" and config.get("workload") == "fixed"
-        ceiling = decode_ceiling(data, int(config["concurrency"])) if is_fixed_closed else None
+        is_fixed_closed = (
+            config.get("mode") == "closed"
+            and config.get("workload") == "fixed"
+            and config.get("endpoint", "completions") == "completions"
+            and config.get("prompt_len") == 256
+        )
+        ceiling = output_ceiling(data, int(config["concurrency"])) if is_fixed_closed else None
         cells = [
             workload,
             f"{ours:,.0f}",
             "-" if theirs is None else f"{theirs:,.0f}",
             _ratio(ours, theirs),
+            ttft,
             "-" if ceiling is None else f"{ceiling:,.0f}",
             _ratio(ours, ceiling),
         ]

@@ -1,9 +1,12 @@
 """Profile engine steps: how much of a decode step is Python around llama_decode.
 
 Drives batching.engine.Engine directly (no HTTP) with N sequences decoding together and
-prints the median split of pure-decode steps, plus the asyncio hand-off per step.
+prints the median split of pure-decode steps for greedy and sampled requests, the step time by
+batch composition in a closed loop of mixed lengths (prompts 64-1000, answers 16-256 tokens),
+and the asyncio hand-off per step.
 
-    python benchmarks/step_profile.py --model M.gguf --slots 64 --n-gpu-layers 99
+    python benchmarks/step_profile.py --model M.gguf --slots 64 --n-gpu-layers 99 \
+        [--threads 4,16] [--sampler-threads 4]
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from batching.async_engine import AsyncEngine
@@ -72,6 +77,60 @@ def summarize(label: str, steps: list[StepStats]) -> dict[str, float]:
     return med
 
 
+SAMPLINGS = {
+    "greedy": {"temperature": 0.0},
+    "t0.7_top_p0.9": {"temperature": 0.7, "top_p": 0.9},
+    "t1.0": {"temperature": 1.0},
+    "t0.8_top_k40_top_p0.95": {"temperature": 0.8, "top_k": 40, "top_p": 0.95},
+    "t0.8_min_p0.05": {"temperature": 0.8, "min_p": 0.05},
+    "t0.7_penalties": {"temperature": 0.7, "presence_penalty": 0.5, "repetition_penalty": 1.1},
+    "greedy_logprobs5": {"temperature": 0.0, "logprobs": 5},
+}
+
+
+def composition(engine: Engine, n: int, n_steps: int) -> dict[str, float]:
+    """A closed loop of n mixed-length requests: step time by how many ubatches a step took."""
+    rng = random.Random(7)
+    stats: list[StepStats] = []
+    engine.observer = stats.append
+    count = 0
+
+    def send() -> None:
+        nonlocal count
+        count += 1
+        prompt = [1] + [rng.randrange(1000, 30000) for _ in range(rng.randint(64, 1000))]
+        params = SamplingParams(max_tokens=rng.randint(16, 256), temperature=0.0, ignore_eos=True)
+        engine.add(engine.new_sequences(f"m{count}", prompt, params))
+
+    for _ in range(n):
+        send()
+    for _ in range(n_steps):
+        for out in engine.step():
+            if out.finish_reason is not None:
+                send()
+    for seq in list(engine.scheduler.running):
+        engine.abort(seq.request_id)
+    while engine.has_work:
+        engine.step()
+    steady = stats[n_steps // 5 :]  # past the first wave of prompts
+    by_ubatches: dict[int, list[StepStats]] = defaultdict(list)
+    for st in steady:
+        by_ubatches[st.num_ubatches].append(st)
+    result = {
+        "mean_ubatches": statistics.mean(st.num_ubatches for st in steady),
+        "mean_step_ms": statistics.mean(st.duration_s for st in steady) * 1e3,
+        "decode_tokens_per_step": statistics.mean(st.num_decode_seqs for st in steady),
+        "prefill_tokens_per_step": statistics.mean(st.num_prefill_tokens for st in steady),
+    }
+    for k, group in sorted(by_ubatches.items()):
+        result[f"steps_with_{k}_ubatches"] = len(group)
+        result[f"median_ms_with_{k}_ubatches"] = (
+            statistics.median(st.duration_s for st in group) * 1e3
+        )
+    print("mixed closed loop: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()))
+    return result
+
+
 def handoff_ms(config: EngineConfig, n: int) -> float:
     """Median per-step cost on the event loop of delivering n outputs to their streams."""
 
@@ -104,31 +163,41 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=64)
     ap.add_argument("--ctx-size", type=int, default=40960)
     ap.add_argument("--n-gpu-layers", type=int, default=99)
+    ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--threads", default="0", help="llama.cpp threads to compare, e.g. 4,16")
+    ap.add_argument("--sampler-threads", type=int, default=1)
+    ap.add_argument("--mixed-steps", type=int, default=400)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    config = EngineConfig(
-        model_path=args.model,
-        n_slots=args.slots,
-        n_ctx=args.ctx_size,
-        n_batch=2048,
-        n_gpu_layers=args.n_gpu_layers,
-    )
-    runner = LlamaRunner(config)
-    time_batch_fill(runner)
-    engine = Engine(runner, config)
-    greedy = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
-    sampled = SamplingParams(
-        max_tokens=args.max_tokens, temperature=0.8, top_p=0.95, top_k=40, seed=1, ignore_eos=True
-    )
-    result = {
-        "greedy": summarize("greedy", profile(engine, args.slots, args.prompt_len, greedy)),
-        "top_k40_top_p0.95": summarize(
-            "sampled", profile(engine, args.slots, args.prompt_len, sampled)
-        ),
-    }
-    engine.runner.close()
+    result: dict[str, dict[str, float]] = {}
+    for threads in [int(t) for t in args.threads.split(",")]:
+        config = EngineConfig(
+            model_path=args.model,
+            n_slots=args.slots,
+            n_ctx=args.ctx_size,
+            n_batch=args.batch_size,
+            n_gpu_layers=args.n_gpu_layers,
+            n_threads=threads or None,
+            sampler_threads=args.sampler_threads,
+        )
+        runner = LlamaRunner(config)
+        time_batch_fill(runner)
+        engine = Engine(runner, config)
+        tag = f"threads{threads or 'auto'}"
+        for name, kw in SAMPLINGS.items():
+            if threads != int(args.threads.split(",")[0]) and name not in (
+                "greedy",
+                "t0.7_top_p0.9",
+            ):
+                continue  # the other thread counts: the two rows that tell the difference
+            params = SamplingParams(max_tokens=args.max_tokens, seed=1, ignore_eos=True, **kw)
+            steps = profile(engine, args.slots, args.prompt_len, params)
+            result[f"{tag}:{name}"] = summarize(f"{tag}:{name}", steps)
+        if threads == int(args.threads.split(",")[0]):
+            result[f"{tag}:mixed"] = composition(engine, args.slots, args.mixed_steps)
+        engine.close()
     wall_per_step = handoff_ms(config, args.slots)
     print(f"async wall per step with {args.slots} streams: {wall_per_step:.3f} ms")
     result["async_wall_per_step_ms"] = {"value": wall_per_step}

@@ -30,6 +30,7 @@ from gateway.bench_workload import (
 )
 
 Send = Callable[[RequestSpec], Awaitable[RequestResult]]
+ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--request-rate", type=float, default=None, help="open loop: Poisson arrivals per s")
     add("--num-requests", type=int, default=64, help="measured requests")
     add("--warmup", type=int, default=0, help="requests sent and discarded before measuring")
+    add("--endpoint", choices=ENDPOINTS, default="completions", help="chat sends messages")
     add("--temperature", type=float, default=0.0)
+    add("--top-p", type=float, default=None, help="sent only when given")
+    add("--top-k", type=int, default=None, help="sent only when given (not an OpenAI field)")
+    add("--min-p", type=float, default=None, help="sent only when given (not an OpenAI field)")
     add("--no-ignore-eos", dest="ignore_eos", action="store_false", help="let EOS end early")
     add("--timeout", type=float, default=300.0, help="seconds allowed for one request")
     add("--seed", type=int, default=0)
@@ -65,16 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_payload(spec: RequestSpec, args: argparse.Namespace) -> dict[str, Any]:
-    """The JSON body of one streaming completion request."""
-    return {
-        "model": args.model,
-        "prompt": spec.prompt,
+    """The JSON body of one streaming completion (or chat completion) request."""
+    payload: dict[str, Any] = {"model": args.model}
+    if args.endpoint == "chat":
+        text = spec.prompt if isinstance(spec.prompt, str) else " ".join(map(str, spec.prompt))
+        payload["messages"] = [{"role": "user", "content": text}]
+    else:
+        payload["prompt"] = spec.prompt
+    payload |= {
         "max_tokens": spec.max_tokens,
         "temperature": args.temperature,
         "stream": True,
         "stream_options": {"include_usage": True},
         "ignore_eos": args.ignore_eos,
     }
+    for name in ("top_p", "top_k", "min_p"):
+        if getattr(args, name) is not None:
+            payload[name] = getattr(args, name)
+    return payload
 
 
 async def closed_loop(
@@ -119,7 +132,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     workload = _workload(args)
     specs = build_requests(workload, args.warmup + args.num_requests)
     warmup, measured = specs[: args.warmup], specs[args.warmup :]
-    url = args.base_url.rstrip("/") + "/v1/completions"
+    url = args.base_url.rstrip("/") + ENDPOINTS[args.endpoint]
     connector = aiohttp.TCPConnector(force_close=True, limit=0)
     no_total = aiohttp.ClientTimeout(total=None)  # send_request applies --timeout itself
     async with aiohttp.ClientSession(connector=connector, timeout=no_total) as session:
@@ -156,6 +169,8 @@ def main(argv: list[str]) -> int:
         _workload(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.endpoint == "chat" and args.prompt_format != "text":
+        parser.error("--endpoint chat sends words: add --prompt-format text")
     if args.num_requests < 1 or args.concurrency < 1 or args.warmup < 0:
         parser.error("--num-requests and --concurrency must be >= 1, --warmup >= 0")
     if args.request_rate is not None and args.request_rate <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -9,7 +10,12 @@ from dataclasses import dataclass
 # control and byte-fallback tokens (ids < 259), so every id is an ordinary text piece.
 TOKEN_LOW = 1000
 TOKEN_HIGH = 30000
-WORKLOADS = ("fixed", "mixed", "shared-prefix")
+WORKLOADS = ("fixed", "mixed", "lognormal", "shared-prefix")
+# lognormal: chat-like long tails (median prompt 200, answer 150 tokens), clipped so that a
+# prompt and its answer fit the 1,280 cells a slot has in the GPU benchmark
+LOGNORMAL_PROMPT = (200.0, 0.8, 16, 1000)  # median, sigma, low, high
+LOGNORMAL_OUTPUT = (150.0, 0.5, 8, 512)
+LOGNORMAL_MAX_TOTAL = 1270
 PROMPT_FORMATS = ("tokens", "text")
 
 # Text prompts map each drawn id onto a word; the exact token count then depends on the server's
@@ -71,6 +77,9 @@ def build_requests(config: WorkloadConfig, count: int) -> list[RequestSpec]:
         elif config.name == "mixed":
             ids = _draw_ids(rng, rng.randint(*config.prompt_len_range))
             max_tokens = rng.randint(*config.output_len_range)
+        elif config.name == "lognormal":
+            ids = _draw_ids(rng, _lognormal(rng, *LOGNORMAL_PROMPT))
+            max_tokens = min(_lognormal(rng, *LOGNORMAL_OUTPUT), LOGNORMAL_MAX_TOTAL - len(ids))
         else:
             ids = prefix + _draw_ids(rng, config.suffix_len)
             max_tokens = config.output_len
@@ -90,6 +99,10 @@ def poisson_offsets(rate: float, count: int, seed: int) -> list[float]:
         offsets.append(now)
         now += rng.expovariate(rate)
     return offsets
+
+
+def _lognormal(rng: random.Random, median: float, sigma: float, low: int, high: int) -> int:
+    return max(low, min(high, round(rng.lognormvariate(math.log(median), sigma))))
 
 
 def _draw_ids(rng: random.Random, length: int) -> list[int]:

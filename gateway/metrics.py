@@ -47,7 +47,8 @@ TOKEN_LATENCY_BUCKETS = (
 )  # fmt: skip
 TOKEN_COUNT_BUCKETS = tuple(float(2**i) for i in range(16))  # 1 .. 32768 tokens
 SEQS_PER_STEP_BUCKETS = tuple(float(2**i) for i in range(9))  # 1 .. 256 sequences
-STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UBATCH_BUCKETS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0, 64.0)
 
 # When the choices of one request end differently, the request is labelled with the worst.
 _REASON_ORDER = ("error", "abort", "length", "stop")
@@ -144,6 +145,16 @@ class Metrics:
         self.step_duration = h(
             "gateway_step_duration_seconds", "Wall time of one engine step.", STEP_BUCKETS
         )
+        self.step_ubatches = h(
+            "gateway_step_ubatches",
+            "Passes llama.cpp makes over the weights for one step's batch (its ubatches).",
+            UBATCH_BUCKETS,
+        )
+        self.step_sample = h(
+            "gateway_step_sample_seconds",
+            "Time one engine step spends sampling every row.",
+            STEP_BUCKETS,
+        )
 
     def observe_step(self, stats: StepStats) -> None:
         """Record one engine step; called on the engine thread."""
@@ -152,6 +163,8 @@ class Metrics:
         self.decode_steps.inc()
         self.seqs_per_step.observe(stats.num_seqs)
         self.step_duration.observe(stats.duration_s)
+        self.step_ubatches.observe(stats.num_ubatches)
+        self.step_sample.observe(stats.sample_s)
 
     def start_request(self, endpoint: str) -> RequestTrace:
         """Start timing a request that will go to the engine."""

@@ -74,10 +74,20 @@ class Settings:
         ),
     )
     batch_size: int = field(
-        default=2048, metadata=_meta(int, "most tokens per llama_decode step (n_batch)")
+        default=1024, metadata=_meta(int, "most tokens per llama_decode step (n_batch)")
     )
     n_gpu_layers: int = field(
         default=0, metadata=_meta(int, "layers offloaded to the GPU; -1 or 99 = all")
+    )
+    threads: int = field(
+        default=0,
+        metadata=_meta(
+            int, "llama.cpp CPU threads; 0 = 4 when every layer is on the GPU, else all cores", "N"
+        ),
+    )
+    sampler_threads: int = field(
+        default=0,
+        metadata=_meta(int, "threads that sample a step's rows; 0 = a quarter of the cores", "N"),
     )
     api_key: str | None = field(
         default=None,
@@ -150,6 +160,8 @@ class Settings:
             n_batch=self.batch_size,
             n_ubatch=min(512, self.batch_size),
             n_gpu_layers=self.n_gpu_layers,
+            n_threads=self.threads or None,
+            sampler_threads=self.sampler_threads or max(1, min(4, (os.cpu_count() or 1) // 4)),
             max_queue=self.max_queue,
             kv_unified=self.kv_unified,
         )

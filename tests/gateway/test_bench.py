@@ -39,7 +39,12 @@ class FakeServer:
 
     def __init__(self) -> None:
         self.payloads: list[dict[str, Any]] = []
-        self.app = Starlette(routes=[Route("/v1/completions", self.complete, methods=["POST"])])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/completions", self.complete, methods=["POST"]),
+                Route("/v1/chat/completions", self.complete, methods=["POST"]),
+            ]
+        )
 
     async def complete(self, request: Request) -> Response:
         payload = await request.json()
@@ -61,7 +66,8 @@ class FakeServer:
                 raise RuntimeError("connection lost mid-stream")
         yield _event({"choices": [{"index": 0, "text": "", "finish_reason": "length"}]})
         if model != "no-usage":
-            usage = {"prompt_tokens": len(payload["prompt"]), "completion_tokens": 7}
+            prompt = payload.get("prompt") or payload["messages"][0]["content"].split()
+            usage = {"prompt_tokens": len(prompt), "completion_tokens": 7}
             yield _event({"choices": [], "usage": usage})
         yield "data: [DONE]\n\n"
 
@@ -160,6 +166,32 @@ def test_workloads_are_seeded_and_shaped() -> None:
     assert len({tuple(s.prompt[10:]) for s in shared}) == 5
     text = build_requests(WorkloadConfig(prompt_len=12, prompt_format="text"), 1)[0]
     assert isinstance(text.prompt, str) and len(text.prompt.split()) == 12
+
+
+def test_lognormal_workload_has_long_tails_that_fit_a_slot() -> None:
+    specs = build_requests(WorkloadConfig(name="lognormal", seed=3), 2000)
+    prompts = sorted(s.num_prompt_tokens for s in specs)
+    outputs = sorted(s.max_tokens for s in specs)
+    assert 170 <= prompts[1000] <= 230 and 130 <= outputs[1000] <= 170  # medians
+    assert prompts[-1] == 1000 and prompts[1980] > 800  # some prompts run long
+    assert all(s.num_prompt_tokens + s.max_tokens <= 1270 for s in specs)
+    assert specs == build_requests(WorkloadConfig(name="lognormal", seed=3), 2000)
+
+
+def test_chat_endpoint_sends_messages_and_the_sampling_parameters(
+    fake: tuple[FakeServer, str], tmp_path: Path
+) -> None:
+    server, url = fake
+    before = len(server.payloads)
+    extra = ("--endpoint", "chat", "--prompt-format", "text", "--temperature", "0.7")
+    report = _run(url, tmp_path, "--model", "ok", "--num-requests", "2", "--top-p", "0.9", *extra)
+    assert report["summary"]["num_ok"] == 2
+    payload = server.payloads[before]
+    assert payload["messages"][0]["role"] == "user"
+    assert len(payload["messages"][0]["content"].split()) == 8 and "prompt" not in payload
+    assert payload["temperature"] == 0.7 and payload["top_p"] == 0.9
+    assert "top_k" not in payload and "min_p" not in payload  # sent only when asked
+    assert report["config"]["endpoint"] == "chat" and report["config"]["top_p"] == 0.9
 
 
 def test_poisson_offsets_match_rate() -> None:

@@ -97,7 +97,7 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
     return scrape(metrics)[(name, frozenset(labels.items()))]
 
 
-def step_stats(num_seqs: int, duration_s: float = 0.01) -> StepStats:
+def step_stats(num_seqs: int, duration_s: float = 0.01, num_ubatches: int = 1) -> StepStats:
     """A step of `num_seqs` decoding sequences."""
     return StepStats(
         num_decode_seqs=num_seqs,
@@ -106,8 +106,9 @@ def step_stats(num_seqs: int, duration_s: float = 0.01) -> StepStats:
         duration_s=duration_s,
         schedule_s=0.0,
         decode_s=duration_s,
-        sample_s=0.0,
+        sample_s=duration_s / 10,
         update_s=0.0,
+        num_ubatches=num_ubatches,
     )
 
 
@@ -283,13 +284,16 @@ def test_endpoint_label_is_bounded() -> None:
 
 def test_observe_step() -> None:
     metrics = make_metrics()
-    for num_seqs in (1, 3, 64, 0):
-        metrics.observe_step(step_stats(num_seqs, duration_s=0.02))
+    for num_seqs, num_ubatches in ((1, 1), (3, 1), (64, 5), (0, 0)):
+        metrics.observe_step(step_stats(num_seqs, duration_s=0.02, num_ubatches=num_ubatches))
     assert value(metrics, "gateway_decode_steps_total") == 3  # an empty step is no step
     assert value(metrics, "gateway_step_sequences_count") == 3
     assert value(metrics, "gateway_step_sequences_sum") == 68
     assert value(metrics, "gateway_step_sequences_bucket", le="4.0") == 2
     assert value(metrics, "gateway_step_duration_seconds_sum") == pytest.approx(0.06)
+    assert value(metrics, "gateway_step_ubatches_sum") == 7  # llama.cpp's passes per step
+    assert value(metrics, "gateway_step_ubatches_bucket", le="1.0") == 2
+    assert value(metrics, "gateway_step_sample_seconds_sum") == pytest.approx(0.006)
 
 
 def test_steps_from_another_thread_while_requests_run() -> None:

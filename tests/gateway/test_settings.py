@@ -19,7 +19,7 @@ def parse(argv: list[str], env: dict[str, str] | None = None) -> Settings:
 def test_defaults_serve_on_loopback_port_8000() -> None:
     settings = parse([])
     assert (settings.host, settings.port, settings.slots) == ("127.0.0.1", 8000, 8)
-    assert (settings.ctx_size, settings.batch_size, settings.n_gpu_layers) == (16384, 2048, 0)
+    assert (settings.ctx_size, settings.batch_size, settings.n_gpu_layers) == (16384, 1024, 0)
     assert settings.model is None and settings.api_key is None and settings.cors_origins == ()
 
 
