@@ -32,7 +32,8 @@ pytestmark = pytest.mark.model
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "tiny"
 SHUTDOWN_GRACE_S = 30
-OUTPUT_LEN = 24  # tokens of each stream of the SIGTERM test
+OUTPUT_LEN = 16  # tokens of each stream of the SIGTERM test
+NUM_CLIENTS = 8  # its clients: 4 per replica, one per slot
 ROUTER_FLAGS = [
     # the health check every second, out after one failure: a draining replica leaves at once
     "--worker-startup-check-interval", "1", "--health-check-interval-secs", "1",
@@ -202,18 +203,21 @@ async def _stream(client: httpx.AsyncClient, seed: int) -> tuple[int, list[Any]]
 Result = tuple[float, tuple[int, list[Any]]]  # start time, (status, SSE events)
 
 
-async def _load(router: str, until: float, results: list[Result]) -> None:
-    """Eight clients sending streams back to back until `until` (time.monotonic())."""
+async def _load(router: str, sigterm_at: list[float], results: list[Result]) -> None:
+    """Eight clients sending streams back to back; each stops after one sent after the SIGTERM."""
+    deadline = time.monotonic() + 120  # a bound, for a very slow machine
     async with httpx.AsyncClient(base_url=router, timeout=60) as client:
 
         async def one_client(k: int) -> None:
             seed = k * 1000
-            while time.monotonic() < until:
+            while time.monotonic() < deadline:
                 start = time.monotonic()
                 results.append((start, await _stream(client, seed)))
                 seed += 1
+                if sigterm_at and start > sigterm_at[0]:
+                    return
 
-        await asyncio.gather(*(one_client(k) for k in range(8)))
+        await asyncio.gather(*(one_client(k) for k in range(NUM_CLIENTS)))
 
 
 def complete(result: tuple[int, list[Any]]) -> bool:
@@ -233,7 +237,7 @@ def test_a_replica_stopped_with_sigterm_loses_no_request(cluster: Cluster) -> No
     served_before: list[float] = []
 
     async def scenario() -> None:
-        load = asyncio.create_task(_load(cluster.router, time.monotonic() + 10, results))
+        load = asyncio.create_task(_load(cluster.router, sigterm_at, results))
         # SIGTERM while requests are in flight on the leaving replica
         await asyncio.to_thread(
             wait_until, lambda: _in_flight(leaving) > 0, 10, "a request in flight on the replica"
@@ -244,13 +248,15 @@ def test_a_replica_stopped_with_sigterm_loses_no_request(cluster: Cluster) -> No
         await load
 
     asyncio.run(scenario())
-    exit_code = leaving.proc.wait(timeout=SHUTDOWN_GRACE_S + 10)  # it exits by itself
+    # It exits by itself once drained; uvicorn re-raises the SIGTERM it caught after a clean
+    # shutdown, so the status is that of the signal (or 0).
+    exit_code = leaving.proc.wait(timeout=SHUTDOWN_GRACE_S + 10)
     lost = [result for _, result in results if not complete(result)]
     assert not lost, f"{len(lost)} of {len(results)} requests lost: {lost[:3]}"
     started_after = [start for start, _ in results if start > sigterm_at[0]]
-    assert len(started_after) >= 4  # new requests kept coming...
+    assert len(started_after) == NUM_CLIENTS  # every client sent a new request...
     assert served(staying) >= served_before[0] + len(started_after)  # ...and the survivor served
-    assert exit_code == 0
+    assert exit_code in (0, -signal.SIGTERM)
 
 
 def _in_flight(replica: Replica) -> int:
