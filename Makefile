@@ -1,7 +1,9 @@
 # One command per chore.
 PY ?= python3
+# Docker's compose plugin, else the standalone docker-compose (Debian's package)
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
 
-.PHONY: install serve fmt check test e2e up bench-prepare
+.PHONY: install serve fmt check test e2e up up-gpu deploy-check bench-prepare
 
 install:
 	$(PY) -m pip install -e ".[test]"
@@ -25,7 +27,13 @@ e2e:
 	$(PY) -m pytest -m model tests/e2e
 
 up:
-	docker compose -f deploy/compose.yaml up --build
+	$(COMPOSE) -f deploy/compose.yaml up --build
+
+up-gpu:
+	$(COMPOSE) -f deploy/compose.yaml -f deploy/compose.gpu.yaml up --build
+
+deploy-check:
+	bash deploy/check.sh
 
 bench-prepare:
 	bash benchmarks/prepare.sh

@@ -21,6 +21,11 @@ WHEELS=(
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0
   typing-extensions==4.16.0 typing-inspection==0.4.5
   gguf==0.19.0 tqdm==4.70.1 diskcache==5.6.3
+  # vllm-router for benchmarks/replicas.sh (its Rust router, abi3: one wheel for every Python) and
+  # what `python3 -m vllm_router.launch_router` imports: setproctitle, and fastapi and orjson
+  # (its Python fallback balancer, imported at start-up even when unused); fastapi's own imports.
+  vllm-router==0.1.17 setproctitle==1.3.8 orjson==3.13.0
+  fastapi==0.165.0 annotated-doc==0.0.7 opentelemetry-api==1.45.2
 )
 
 mkdir -p "$DEV" "$DEV/wheels"
@@ -67,3 +72,12 @@ fi
 ls -1 "$DEV/wheels"
 du -sh "$SLIM" "$DEV/wheels"
 echo "total .dev size: $(du -sh "$DEV" | cut -f1)"
+# What travels to the GPU machine (the files git tracks or would add, plus the git-ignored .dev/
+# carried with them) must stay under 64 MiB.
+tree_kib="$(cd "$REPO" && git ls-files -z -co --exclude-standard | du -ck --files0-from=- | tail -n 1 | cut -f1)"
+total_kib=$((tree_kib + $(du -sk "$DEV" | cut -f1)))
+echo "working tree + .dev/: $((total_kib / 1024)) MiB of the 64 MiB that can travel"
+if ((total_kib >= 60 * 1024)); then
+  echo "too close to the 64 MiB limit: slim .dev/ down" >&2
+  exit 1
+fi

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output-len-range", type=int, nargs=2, default=(16, 256), metavar=("LO", "HI"))
     add("--prefix-len", type=int, default=1000, help="shared prefix tokens (shared-prefix)")
     add("--suffix-len", type=int, default=32, help="distinct suffix tokens (shared-prefix)")
+    add("--num-prefixes", type=int, default=1, help="distinct shared prefixes (shared-prefix)")
     add("--prompt-format", choices=PROMPT_FORMATS, default="tokens")
     add("--concurrency", type=int, default=1, help="closed loop: clients in flight")
     add("--request-rate", type=float, default=None, help="open loop: Poisson arrivals per s")
@@ -192,6 +193,7 @@ def _workload(args: argparse.Namespace) -> WorkloadConfig:
         output_len_range=tuple(args.output_len_range),
         prefix_len=args.prefix_len,
         suffix_len=args.suffix_len,
+        num_prefixes=args.num_prefixes,
         prompt_format=args.prompt_format,
         seed=args.seed,
     )

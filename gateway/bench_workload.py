@@ -41,6 +41,7 @@ class WorkloadConfig:
     output_len_range: tuple[int, int] = (16, 256)
     prefix_len: int = 1000
     suffix_len: int = 32
+    num_prefixes: int = 1  # shared-prefix: distinct prefixes (system prompts), drawn per request
     prompt_format: str = "tokens"
     seed: int = 0
 
@@ -54,6 +55,8 @@ class WorkloadConfig:
                 raise ValueError(f"bad length range {lo}..{hi}")
         if min(self.prompt_len, self.output_len, self.prefix_len, self.suffix_len) < 1:
             raise ValueError("lengths must be positive")
+        if self.num_prefixes < 1:
+            raise ValueError("num_prefixes must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,10 @@ class RequestSpec:
 def build_requests(config: WorkloadConfig, count: int) -> list[RequestSpec]:
     """Draw `count` requests; the same config always gives the same requests."""
     rng = random.Random(config.seed)
-    prefix = _draw_ids(rng, config.prefix_len) if config.name == "shared-prefix" else []
+    is_shared = config.name == "shared-prefix"
+    prefixes = [
+        _draw_ids(rng, config.prefix_len) for _ in range(config.num_prefixes if is_shared else 0)
+    ]
     specs = []
     for _ in range(count):
         if config.name == "fixed":
@@ -81,7 +87,9 @@ def build_requests(config: WorkloadConfig, count: int) -> list[RequestSpec]:
             ids = _draw_ids(rng, _lognormal(rng, *LOGNORMAL_PROMPT))
             max_tokens = min(_lognormal(rng, *LOGNORMAL_OUTPUT), LOGNORMAL_MAX_TOTAL - len(ids))
         else:
-            ids = prefix + _draw_ids(rng, config.suffix_len)
+            # one prefix draws nothing more, so its requests stay those of earlier versions
+            k = rng.randrange(len(prefixes)) if len(prefixes) > 1 else 0
+            ids = prefixes[k] + _draw_ids(rng, config.suffix_len)
             max_tokens = config.output_len
         prompt: list[int] | str = ids if config.prompt_format == "tokens" else _to_text(ids)
         specs.append(RequestSpec(prompt=prompt, num_prompt_tokens=len(ids), max_tokens=max_tokens))

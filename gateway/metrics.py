@@ -1,8 +1,9 @@
 """Prometheus metrics of the gateway, in a registry of their own (no global state).
 
 Counters and histograms are fed by the request path (`RequestTrace`) and by the engine thread
-(`observe_step`); the gauges (running, waiting, slots, KV cells) are read from the engine at
-scrape time, so they are exact at every scrape, also after every client has gone.
+(`observe_step`); the gauges (running, waiting, slots, KV cells and their 0-1 usage ratio) are
+read from the engine at scrape time, so they are exact at every scrape, also after every client
+has gone.
 All names start with `gateway_`, use base units (seconds, tokens) and end in `_seconds` or
 `_total` where Prometheus' conventions ask for it. Every series carries a `model` label (one per
 gateway, so it costs nothing) so that dashboards can show several gateways side by side.
@@ -54,6 +55,10 @@ UBATCH_BUCKETS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0, 64.0)
 _REASON_ORDER = ("error", "abort", "length", "stop")
 _MAX_ENDPOINTS = 32  # endpoint label values beyond this become "other" (bounded cardinality)
 _CLIENT_CLOSED = 499  # nginx's status for "client closed the request"
+_USAGE = (
+    "gateway_kv_cache_usage_ratio",
+    "Share of the KV-cache cells in use, 0 to 1 (kv_cache_cells_used / kv_cache_cells_capacity).",
+)
 
 
 class Metrics:
@@ -300,6 +305,7 @@ class _EngineCollector(Collector):
     def describe(self) -> Iterator[GaugeMetricFamily]:
         for name, doc, _ in self._GAUGES:
             yield GaugeMetricFamily(name, doc, labels=("model",))
+        yield GaugeMetricFamily(*_USAGE, labels=("model",))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
@@ -312,3 +318,13 @@ class _EngineCollector(Collector):
             family = GaugeMetricFamily(name, doc, labels=("model",))
             family.add_metric((self._model_id,), float(getattr(stats, attr)))
             yield family
+        yield self._usage(stats)
+
+    def _usage(self, stats: EngineStats) -> GaugeMetricFamily:
+        # The 0-1 ratio that inference-aware routers read (vLLM's kv_cache_usage_perc,
+        # the Gateway API Inference Extension's KV-cache scorer): computed here, in one
+        # snapshot, so that it never mixes the counts of two scrapes.
+        family = GaugeMetricFamily(*_USAGE, labels=("model",))
+        total = stats.kv_cells_total
+        family.add_metric((self._model_id,), stats.kv_cells_used / total if total > 0 else 0.0)
+        return family

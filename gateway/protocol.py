@@ -247,3 +247,30 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# What a router in front of several gateways asks of each replica (vllm-router's worker API).
+
+
+class WorkerLoad(BaseModel):
+    load: int  # requests on this replica, running or queued: the power-of-two policy's number
+    running: int
+    waiting: int
+    kv_cache_usage: float
+
+
+class WorkerModelInfo(BaseModel):
+    model_path: str  # the served model id, as the routers of the SGLang family ask for it
+    is_generation: bool = True
+    max_model_len: int
+    quantization: str
+
+
+class WorkerServerInfo(BaseModel):
+    served_model_name: str
+    slots: int
+    ctx_size: int
+    batch_size: int
+    max_queue: int
+    n_gpu_layers: int
+    version: str

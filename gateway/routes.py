@@ -15,6 +15,7 @@ from gateway.errors import APIError
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerateRequest
 from gateway.serving import Serving
 from gateway.sse import event_stream, unless_disconnected
+from gateway.worker import worker_routes
 
 if TYPE_CHECKING:
     from gateway.app import GatewayState
@@ -114,4 +115,5 @@ def routes() -> list[BaseRoute]:
         Route("/v1/models/{model:path}", model_card, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *worker_routes(),
     ]

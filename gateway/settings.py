@@ -28,6 +28,11 @@ def _opt_str(value: str) -> str | None:
     return value or None
 
 
+def _opt_path(value: str) -> Path | None:
+    # An empty value means "not set": compose files pass ${LLM_GATEWAY_MODEL:-} through as is.
+    return Path(value) if value else None
+
+
 def _log_level(value: str) -> str:
     if value.lower() not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -53,7 +58,9 @@ class Settings:
     model: Path | None = field(
         default=None,
         metadata=_meta(
-            Path, "GGUF model file; without it, the built-in demo model (random weights)", "PATH"
+            _opt_path,
+            "GGUF model file; without it (or empty), the built-in demo model (random weights)",
+            "PATH",
         ),
     )
     host: str = field(default="127.0.0.1", metadata=_meta(str, "address to listen on"))

@@ -27,6 +27,7 @@ from tests.gateway.test_metrics import engine_stats, make_metrics, model_info, r
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_YML = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "llm-gateway.json"
+JOB = "llm-gateway"  # the job of deploy/prometheus/prometheus.yml and of the PodMonitor
 RATE_WINDOW = "1m"  # stands in for Grafana's $__rate_interval; covers the whole test
 
 
@@ -43,6 +44,8 @@ def concrete(expr: str, model: str) -> str:
     # Grafana escapes the value's regex metacharacters; a PromQL string doubles backslashes.
     escaped = re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\\\1", model)
     expr = expr.replace("${model}", escaped).replace("$model", escaped)
+    # $job defaults to the gateway's job; $instance to All, whose regex is .*
+    expr = expr.replace("$job", JOB).replace("$instance", ".*")
     assert "$" not in expr, f"unknown variable left in {expr}"
     return expr
 
@@ -83,6 +86,7 @@ def test_dashboard_uses_only_exported_metrics() -> None:
         assert names, f"{title}: {expr} uses no metric"
         assert names <= exported, f"{title}: unknown metric {names - exported}"
         assert "$model" in expr or "up{" in expr, f"{title}: not filtered by $model"
+        assert '$job", instance=~"$instance"' in expr, f"{title}: not filtered by $job/$instance"
 
 
 def test_dashboard_panels_cover_the_operator_questions() -> None:
@@ -98,8 +102,23 @@ def test_dashboard_panels_cover_the_operator_questions() -> None:
         "Sequences per step",
         "Prompt cache hit ratio",
         "Error and rejection rates",
+        "Token throughput per instance",
+        "Running and waiting per instance",
+        "KV-cache usage per instance",
+        "Time to first token p99 per instance",
+        "Prompt cache hit ratio per instance",
+        "Failures per instance",
     ):
         assert needed in titles
+
+
+def test_dashboard_offers_job_and_instance_variables() -> None:
+    variables = json.loads(DASHBOARD.read_text())["templating"]["list"]
+    by_name = {v["name"]: v for v in variables}
+    assert by_name["job"]["current"]["value"] == JOB
+    assert by_name["instance"]["includeAll"] and by_name["instance"]["allValue"] == ".*"
+    assert "$job" in by_name["instance"]["query"]["query"]
+    assert "$instance" in by_name["model"]["query"]["query"]
 
 
 def test_promtool_accepts_the_config_and_the_queries(tmp_path: Path) -> None:

@@ -109,7 +109,8 @@ class FakeEngine:
 
     def stats(self) -> EngineStats:
         busy = min(len(self.active), self.model.n_slots)
-        return EngineStats(len(self.active), len(self.active) - busy, busy, 4, 0, 1024)
+        used = 16 * len(self.active)  # KV cells: a made-up 16 per request
+        return EngineStats(busy, len(self.active) - busy, busy, 4, used, 1024)
 
 
 class FakeStream:

@@ -164,6 +164,10 @@ def test_workloads_are_seeded_and_shaped() -> None:
     shared = build_requests(WorkloadConfig(name="shared-prefix", prefix_len=10, suffix_len=3), 5)
     assert len({tuple(s.prompt[:10]) for s in shared}) == 1
     assert len({tuple(s.prompt[10:]) for s in shared}) == 5
+    several = WorkloadConfig(name="shared-prefix", prefix_len=10, suffix_len=3, num_prefixes=4)
+    requests = build_requests(several, 200)
+    assert len({tuple(s.prompt[:10]) for s in requests}) == 4  # every prefix is used
+    assert requests == build_requests(several, 200)
     text = build_requests(WorkloadConfig(prompt_len=12, prompt_format="text"), 1)[0]
     assert isinstance(text.prompt, str) and len(text.prompt.split()) == 12
 

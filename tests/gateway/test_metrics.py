@@ -338,9 +338,20 @@ def test_engine_gauges_are_read_at_scrape_time() -> None:
         "gateway_slots_capacity": (4, 4),
         "gateway_kv_cache_cells_used": (700, 64),
         "gateway_kv_cache_cells_capacity": (2048, 2048),
+        "gateway_kv_cache_usage_ratio": (700 / 2048, 64 / 2048),
     }
     for name, values in expected.items():
         assert (gauge(busy, name), gauge(idle, name)) == values, name
+
+
+@pytest.mark.parametrize(
+    ("used", "total", "ratio"), [(0, 2048, 0.0), (512, 2048, 0.25), (2048, 2048, 1.0), (0, 0, 0.0)]
+)
+def test_kv_cache_usage_ratio_is_a_share_between_0_and_1(
+    used: int, total: int, ratio: float
+) -> None:
+    metrics = make_metrics(engine_stats(kv_cells_used=used, kv_cells_total=total))
+    assert value(metrics, "gateway_kv_cache_usage_ratio") == ratio
 
 
 def test_failing_engine_stats_leave_the_other_metrics() -> None:

@@ -38,6 +38,13 @@ def test_environment_variables_set_defaults_and_flags_win() -> None:
     assert settings.model_name == "vicuna"
 
 
+def test_an_empty_model_variable_means_the_demo_model() -> None:
+    # compose passes ${LLM_GATEWAY_MODEL:-} through: empty when the operator set no model
+    settings = parse([], {"LLM_GATEWAY_MODEL": "", "LLM_GATEWAY_SERVED_MODEL_NAME": ""})
+    assert settings.model is None and settings.served_model_name is None
+    assert settings.model_name == "demo"
+
+
 def test_a_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(ValueError, match="LLM_GATEWAY_PORT"):
         Settings.from_env({"LLM_GATEWAY_PORT": "eighty"})
