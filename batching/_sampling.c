@@ -37,6 +37,18 @@ typedef struct {
     uint64_t position; /* how many tokens this sequence drew before: the draw's key */
 } lg_params;
 
+/* One row's sparse edits before sampling: logit_bias, the repetition penalty over the tokens
+ * seen (prompt and output), and frequency/presence penalties over the tokens generated. */
+typedef struct {
+    const int32_t *bias_ids;
+    const float *bias_values;
+    const int32_t *seen_ids;
+    const int32_t *penalty_ids;
+    const float *counts; /* indexed by token id */
+    int32_t n_bias, n_seen, n_penalty;
+    float repetition, frequency, presence;
+} lg_edits;
+
 /* ---------------------------------------------------------------- small helpers */
 
 static uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
@@ -126,37 +138,68 @@ HOT static double weigh(const float *x, int32_t n, float m, float inv_t, float f
 }
 
 /* The Gumbel-max winner among x[0..n) at or above floor: argmax of x_i * inv_t + g[id_i],
- * with id_i = ids[i] (or i without ids). Returns an index into x. */
+ * with id_i = ids[i] (or i without ids). Returns an index into x; *max_out gets max(x). */
 HOT static int32_t gumbel_argmax(const float *x, const int32_t *ids, int32_t n, float inv_t,
-                                 float floor, const float *g) {
-    float best = -INFINITY;
+                                 float floor, const float *g, float *max_out) {
+    float best = -INFINITY, m = -INFINITY;
     int32_t at = 0;
     if (ids != NULL) {
         for (int32_t i = 0; i < n; i++) {
             float s = x[i] * inv_t + g[ids[i]];
             if (x[i] >= floor && s > best) best = s, at = i;
+            m = x[i] > m ? x[i] : m;
         }
+        *max_out = m;
         return at;
     }
-    float acc[LANES];
+    float acc[LANES], top[LANES];
     int32_t where[LANES];
-    for (int j = 0; j < LANES; j++) acc[j] = -INFINITY, where[j] = 0;
+    for (int j = 0; j < LANES; j++) acc[j] = top[j] = -INFINITY, where[j] = 0;
     int32_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) {
-            float s = x[i + j] * inv_t + g[i + j];
-            s = x[i + j] >= floor ? s : -INFINITY;
+            float v = x[i + j];
+            float s = v >= floor ? v * inv_t + g[i + j] : -INFINITY;
             int better = s > acc[j];
             acc[j] = better ? s : acc[j];
             where[j] = better ? i + j : where[j];
+            top[j] = v > top[j] ? v : top[j];
         }
-    for (int j = 0; j < LANES; j++)
+    for (int j = 0; j < LANES; j++) {
         if (acc[j] > best || (acc[j] == best && where[j] < at)) best = acc[j], at = where[j];
+        m = top[j] > m ? top[j] : m;
+    }
     for (; i < n; i++) {
         float s = x[i] * inv_t + g[i];
         if (x[i] >= floor && s > best) best = s, at = i;
+        m = x[i] > m ? x[i] : m;
     }
+    *max_out = m;
     return at;
+}
+
+/* In one pass: the mass of the candidates (x_i >= floor) and of those strictly above v, with
+ * weights exp((x_i - m) * inv_t). */
+HOT static void masses(const float *x, int32_t n, float m, float inv_t, float floor, float v,
+                       double *total_out, double *above_out) {
+    float total[LANES] = {0}, above[LANES] = {0};
+    int32_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float e = fast_exp((x[i + j] - m) * inv_t);
+            e = x[i + j] >= floor ? e : 0.0f;
+            total[j] += e;
+            above[j] += x[i + j] > v ? e : 0.0f;
+        }
+    double t = 0.0, a = 0.0;
+    for (int j = 0; j < LANES; j++) t += total[j], a += above[j];
+    for (; i < n; i++) {
+        float e = x[i] >= floor ? fast_exp((x[i] - m) * inv_t) : 0.0f;
+        t += e;
+        a += x[i] > v ? e : 0.0f;
+    }
+    *total_out = t;
+    *above_out = a;
 }
 
 /* Sum of w over the tokens whose logit is strictly above v. */
@@ -289,24 +332,29 @@ static float nucleus_floor(const float *x, const float *w, int32_t n, float lo, 
     return lo;
 }
 
-/* Draws from candidates x[0..n) (ids: their token ids, or NULL for a whole row) whose max is
- * m, with weights below `floor` zero; returns an index into x. */
-static int32_t draw(const float *x, const int32_t *ids, int32_t n, float m, float floor,
+/* Draws from candidates x[0..n) (ids: their token ids, or NULL for a whole row) at or above
+ * floor; returns an index into x. */
+static int32_t draw(const float *x, const int32_t *ids, int32_t n, float floor,
                     const lg_params *p, const float *table, uint64_t span, float *w) {
-    double want = -1.0;
+    float m = -INFINITY, lo = floor;
+    double total = 0.0, above = 0.0;
     for (uint64_t a = 0; a < MAX_ATTEMPTS; a++) {
         const float *g = table + noise_start(p->seed, p->position, a, span);
-        int32_t t = gumbel_argmax(x, ids, n, p->inv_temp, floor, g);
+        int32_t t = gumbel_argmax(x, ids, n, p->inv_temp, floor, g, &m);
         if (p->top_p >= 1.0f) return t;
-        if (want < 0.0) /* the weights, once: the nucleus test needs them */
-            want = (double)p->top_p * weigh(x, n, m, p->inv_temp, floor, w);
-        if (mass_above(x, w, n, x[t]) < want) return t;
+        if (a == 0) { /* one fused pass: most first winners lie in the nucleus */
+            masses(x, n, m, p->inv_temp, floor, x[t], &total, &above);
+        } else {
+            if (a == 1) weigh(x, n, m, p->inv_temp, floor, w); /* the weights, kept from now */
+            above = mass_above(x, w, n, x[t]);
+        }
+        if (above < (double)p->top_p * total) return t; /* the winner lies in the nucleus */
+        lo = x[t] > lo ? x[t] : lo; /* a refused winner lies below the nucleus floor */
     }
     /* a small nucleus of a flat row: find its exact floor, then draw inside it */
-    float lo = floor > m - 1000.0f ? floor : m - 1000.0f;
-    float nf = nucleus_floor(x, w, n, lo, m, want);
+    float nf = nucleus_floor(x, w, n, lo, m, (double)p->top_p * total);
     const float *g = table + noise_start(p->seed, p->position, MAX_ATTEMPTS, span);
-    return gumbel_argmax(x, ids, n, p->inv_temp, nf, g);
+    return gumbel_argmax(x, ids, n, p->inv_temp, nf, g, &m);
 }
 
 /* ---------------------------------------------------------------- the API */
@@ -314,36 +362,59 @@ static int32_t draw(const float *x, const int32_t *ids, int32_t n, float m, floa
 /* Bytes of scratch one call of lg_sample or lg_logprobs needs. */
 int64_t lg_scratch_bytes(int32_t n_vocab) {
     int64_t n = n_vocab;
-    return (5 * n + n / CB + 64) * 4;
+    return (6 * n + n / CB + 64) * 4;
 }
 
-/* Picks one token per row; `table` holds n_table Gumbel variates (n_table > n_vocab). */
+/* A copy of row x with the edits applied, in `copy`; the logits themselves are never written
+ * (a row can be shared by the choices of one request, sampled on different threads). */
+static const float *edited(const float *x, int32_t n, const lg_edits *e, float *copy) {
+    if (e->n_bias == 0 && e->n_seen == 0 && e->n_penalty == 0) return x;
+    memcpy(copy, x, sizeof(float) * (size_t)n);
+    for (int32_t i = 0; i < e->n_bias; i++) copy[e->bias_ids[i]] += e->bias_values[i];
+    for (int32_t i = 0; i < e->n_seen; i++) {
+        float v = copy[e->seen_ids[i]];
+        copy[e->seen_ids[i]] = v > 0.0f ? v / e->repetition : v * e->repetition;
+    }
+    for (int32_t i = 0; i < e->n_penalty; i++) {
+        int32_t t = e->penalty_ids[i];
+        copy[t] -= e->frequency * e->counts[t] + e->presence;
+    }
+    return copy;
+}
+
+/* Picks one token per row; `table` holds n_table Gumbel variates (n_table > n_vocab); `edits`
+ * (one per row) may be NULL when no row has any. */
 void lg_sample(int32_t n_rows, int32_t n_vocab, const float *const *rows, const lg_params *params,
-               const float *table, int64_t n_table, void *scratch, int32_t *out) {
+               const lg_edits *edits, const float *table, int64_t n_table, void *scratch,
+               int32_t *out) {
     int64_t n = n_vocab;
     uint64_t span = (uint64_t)(n_table - n_vocab);
     float *w = (float *)scratch, *vals = w + n, *work = vals + n;
     int32_t *ids = (int32_t *)(work + n + n / CB + 16);
+    float *copy = (float *)(ids + n);
     for (int32_t r = 0; r < n_rows; r++) {
-        const float *x = rows[r];
+        const float *x = edits != NULL ? edited(rows[r], n_vocab, &edits[r], copy) : rows[r];
         const lg_params *p = &params[r];
-        if (p->inv_temp > 0.0f && p->top_k > 0 && p->top_k < n_vocab) {
+        if (p->inv_temp == 0.0f) {
+            float m;
+            out[r] = row_argmax(x, n_vocab, &m);
+            continue;
+        }
+        if (p->top_k > 0 && p->top_k < n_vocab) {
             int32_t c = top_k_candidates(x, n_vocab, p->top_k, vals, ids, work);
             float m = row_max(vals, c);
             float kth = kth_of(vals, c, p->top_k < c ? p->top_k : c, work);
             float floor = p->min_p > 0.0f ? m + logf(p->min_p) / p->inv_temp : -FLT_MAX;
             floor = kth > floor ? kth : floor;
-            out[r] = ids[draw(vals, ids, c, m, floor, p, table, span, w)];
+            out[r] = ids[draw(vals, ids, c, floor, p, table, span, w)];
             continue;
         }
-        float m;
-        int32_t best = row_argmax(x, n_vocab, &m);
-        if (p->inv_temp == 0.0f || !(m > -INFINITY)) {
-            out[r] = best;
-            continue;
+        float floor = -FLT_MAX;
+        if (p->min_p > 0.0f) {
+            float m = row_max(x, n_vocab);
+            floor = m + logf(p->min_p) / p->inv_temp;
         }
-        float floor = p->min_p > 0.0f ? m + logf(p->min_p) / p->inv_temp : -FLT_MAX;
-        out[r] = draw(x, NULL, n_vocab, m, floor, p, table, span, w);
+        out[r] = draw(x, NULL, n_vocab, floor, p, table, span, w);
     }
 }
 

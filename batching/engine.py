@@ -12,7 +12,8 @@ from batching.info import EngineStats, ModelInfo
 from batching.outputs import SchedulerOutput, StepOutput, StepStats
 from batching.params import ParamError, SamplingParams
 from batching.runner import ModelRunner
-from batching.sampler import Sampler, SamplingState
+from batching.sampler import Sampler
+from batching.sampling_state import SamplingState
 from batching.scheduler import Scheduler
 from batching.sequence import Sequence
 from batching.slots import SlotTable

@@ -28,6 +28,23 @@ PARAMS_DTYPE = np.dtype(
     ],
     align=True,
 )
+# One row's sparse edits (logit_bias and penalties), laid out as the C struct lg_edits.
+EDITS_DTYPE = np.dtype(
+    [
+        ("bias_ids", np.uintp),
+        ("bias_values", np.uintp),
+        ("seen_ids", np.uintp),
+        ("penalty_ids", np.uintp),
+        ("counts", np.uintp),
+        ("n_bias", np.int32),
+        ("n_seen", np.int32),
+        ("n_penalty", np.int32),
+        ("repetition", np.float32),
+        ("frequency", np.float32),
+        ("presence", np.float32),
+    ],
+    align=True,
+)
 MIN_ROWS_PER_THREAD = 8  # below this a thread costs more than it saves
 GUMBEL_TABLE_SIZE = 1 << 22  # 16 MB of noise; a draw reads a window of n_vocab of it
 
@@ -50,7 +67,7 @@ def _library() -> ctypes.CDLL:
             lib = ctypes.CDLL(str(path))
             lib.lg_scratch_bytes.argtypes = [_I32]
             lib.lg_scratch_bytes.restype = ctypes.c_int64
-            lib.lg_sample.argtypes = [_I32, _I32, _P, _P, _P, ctypes.c_int64, _P, _P]
+            lib.lg_sample.argtypes = [_I32, _I32, _P, _P, _P, _P, ctypes.c_int64, _P, _P]
             lib.lg_sample.restype = None
             lib.lg_logprobs.argtypes = [_I32, _I32, _P, _P, _I32, _P, _P, _P, _P]
             lib.lg_logprobs.restype = None
@@ -84,8 +101,11 @@ class Kernels:
         self._scratch: list[npt.NDArray[np.uint8]] = []
         self._n_vocab = 0
 
-    def sample(self, n_vocab: int, rows: Pointers, params: Params) -> Tokens:
-        """One token per row pointer (rows of n_vocab float32 logits), each with its params."""
+    def sample(
+        self, n_vocab: int, rows: Pointers, params: Params, edits: Params | None = None
+    ) -> Tokens:
+        """One token per row pointer (rows of n_vocab float32 logits), each with its params
+        and, where given, its edits (the arrays they point to must outlive the call)."""
         out = np.empty(len(rows), np.int32)
         table = gumbel_table(n_vocab)
 
@@ -95,6 +115,7 @@ class Kernels:
                 n_vocab,
                 rows.ctypes.data + 8 * lo,
                 params.ctypes.data + PARAMS_DTYPE.itemsize * lo,
+                None if edits is None else edits.ctypes.data + EDITS_DTYPE.itemsize * lo,
                 table.ctypes.data,
                 len(table),
                 self._scratch[k].ctypes.data,

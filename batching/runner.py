@@ -20,7 +20,7 @@ import numpy as np
 from batching.config import EngineConfig
 from batching.info import ModelInfo
 from batching.outputs import KvOp, PrefillChunk, SchedulerOutput
-from batching.sampler import Grammar, Logits
+from batching.sampling_state import Grammar, Logits
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's chatter off
 

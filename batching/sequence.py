@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from batching.detokenizer import IncrementalDetokenizer
 from batching.params import SamplingParams
-from batching.sampler import SamplingState
+from batching.sampling_state import SamplingState
 from batching.stop import StopChecker
 
 

@@ -23,7 +23,7 @@ from batching.config import EngineConfig
 from batching.engine import Engine
 from batching.info import ModelInfo
 from batching.outputs import KvOp, SchedulerOutput
-from batching.sampler import Grammar, Logits
+from batching.sampling_state import Grammar, Logits
 from gateway.app import create_app
 from gateway.settings import Settings
 

@@ -14,7 +14,8 @@ import time
 import numpy as np
 
 from batching.params import SamplingParams
-from batching.sampler import Sampler, SamplingState
+from batching.sampler import Sampler
+from batching.sampling_state import SamplingState
 
 SETTINGS = {
     "greedy": SamplingParams(temperature=0),

@@ -20,7 +20,7 @@ import numpy as np
 
 from batching.info import ModelInfo
 from batching.outputs import KvOp, PrefillChunk, SchedulerOutput
-from batching.sampler import Logits
+from batching.sampling_state import Logits
 
 BOS, EOS = 1, 2
 EURO_HEAD, EURO_TAIL, E_ACUTE = 10, 11, 12  # b"\xe2\x82" + b"\xac" == "€".encode()

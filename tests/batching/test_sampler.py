@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from batching.params import SamplingParams
-from batching.sampler import Logits, Sampler, SamplingState
+from batching.sampler import Sampler
+from batching.sampling_state import Logits, SamplingState
 
 V = 8
 SAMPLER = Sampler()
