@@ -73,7 +73,8 @@ class ChoiceOutput:
 
     def finish_reason(self, engine_reason: str | None) -> str | None:
         """ "tool_calls" (legacy: "function_call") for a complete answer that called tools."""
-        if engine_reason == "stop" and self._parser is not None and self._parser.calls:
+        parser = self._parser
+        if engine_reason == "stop" and parser is not None and parser.calls and parser.is_complete:
             return "function_call" if self._is_legacy else "tool_calls"
         return engine_reason
 

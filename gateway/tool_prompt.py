@@ -87,7 +87,8 @@ def as_text(turns: Sequence[Turn]) -> list[Turn]:
     for turn in turns:
         if turn.role == "tool":
             name = turn.name or names.get(turn.tool_call_id or "", "a function")
-            line = f"Result of {name} (call {turn.tool_call_id}): {turn.content}"
+            call = f" (call {turn.tool_call_id})" if turn.tool_call_id else ""
+            line = f"Result of {name}{call}: {turn.content}"
             if follows_result:
                 line = f"{out.pop().content}\n{line}"
             out.append(Turn("user", line))

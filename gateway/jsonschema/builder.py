@@ -10,6 +10,7 @@ after generation (uniqueItems, multipleOf, ...) are recorded in `unenforced`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -23,7 +24,7 @@ from gateway.jsonschema.gbnf import (
     Rules,
     alternatives,
     check_bounded,
-    json_literal,
+    literal_trie,
     repeat,
 )
 from gateway.jsonschema.keywords import (
@@ -212,6 +213,12 @@ class Builder:
             raise SchemaError(f"{keyword} allows no value: nothing can satisfy it", keyword, path)
         if len(values) > self.limits.max_enum:
             raise SchemaError(f"more than {self.limits.max_enum} enum values", keyword, path)
+        try:
+            json.dumps(values, allow_nan=False)
+        except ValueError:
+            raise SchemaError(
+                f"{keyword} holds NaN or Infinity, which JSON cannot", keyword, path
+            ) from None
         rest = {k: v for k, v in assertions(schema).items() if k not in ("enum", "const")}
         if rest and "$ref" not in str(rest):
             validator = Draft202012Validator(rest)
@@ -220,7 +227,9 @@ class Builder:
                 raise SchemaError(
                     f"no value of {keyword} satisfies the rest of the schema", keyword, path
                 )
-        return alternatives([json_literal(v) for v in values])
+        return literal_trie(
+            [json.dumps(v, separators=(",", ":"), ensure_ascii=False) for v in values]
+        )
 
     def _union(self, schema: dict[str, Any], key: str, path: Path, depth: int) -> str | None:
         options = schema[key]

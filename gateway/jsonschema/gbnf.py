@@ -43,6 +43,37 @@ def json_literal(value: Any) -> str:
     return literal(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
+def literal_trie(texts: list[str]) -> str:
+    """One expression matching exactly `texts`, written as a trie: alternatives that share a
+    beginning share its literal, so llama.cpp follows one branch instead of one per text
+    (an enum of 1,000 values with a common prefix costs ~10x less per token this way)."""
+    unique = sorted(set(texts))
+    if len(unique) == 1:
+        return literal(unique[0])
+    may_end = "" in unique
+    groups: dict[str, list[str]] = {}
+    for text in unique:
+        if text:
+            groups.setdefault(text[0], []).append(text)
+    options = []
+    for members in groups.values():
+        prefix = _common_prefix(members)
+        rest = [m[len(prefix) :] for m in members]
+        options.append(
+            seq(literal(prefix), literal_trie(rest)) if rest != [""] else literal(prefix)
+        )
+    expr = alternatives(options)
+    return f"{group(expr)}?" if may_end else expr
+
+
+def _common_prefix(texts: list[str]) -> str:
+    first, last = min(texts), max(texts)
+    n = 0
+    while n < len(first) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
 def _class_char(code: int) -> str:
     if code < 0x80 and chr(code).isalnum():
         return chr(code)

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import jsonschema  # type: ignore[import-untyped]
+import openai
 import pytest
 from openai import BadRequestError, OpenAI
 from pydantic import BaseModel, Field
@@ -116,22 +117,27 @@ def test_streamed_and_whole_answers_agree_for_one_seed(client: OpenAI) -> None:
 
 
 def test_parallel_calls_have_distinct_indices_and_ids(client: OpenAI) -> None:
-    most = 0
-    for seed in range(8):
-        if most >= 2:
-            break
-        r = client.chat.completions.create(
-            model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", seed=seed,
-            max_tokens=800,
-        )  # fmt: skip
-        message = r.choices[0].message
-        if r.choices[0].finish_reason != "tool_calls":
-            continue  # a random model may still be calling when max_tokens ends it
-        _valid_calls(message, set(PARAMETERS))
-        ids = [c.id for c in message.tool_calls or []]
-        assert len(set(ids)) == len(ids)
-        most = max(most, len(ids))
-    assert most >= 2
+    args: Any = dict(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required",
+                     max_tokens=800)  # fmt: skip
+
+    def num_calls(seed: int) -> int:
+        message = client.chat.completions.create(**args, seed=seed).choices[0].message
+        return len(message.tool_calls or [])
+
+    seed = next((s for s in range(12) if num_calls(s) >= 2), None)
+    assert seed is not None, "the demo model never made two calls in one answer"
+    whole = client.chat.completions.create(**args, seed=seed).choices[0]
+    _valid_calls(whole.message, set(PARAMETERS))
+    ids = [c.id for c in whole.message.tool_calls or []]
+    assert len(ids) >= 2 and len(set(ids)) == len(ids)
+    starts = [
+        (d.index, d.id)
+        for chunk in client.chat.completions.create(**args, seed=seed, stream=True)
+        for d in (chunk.choices[0].delta.tool_calls or [] if chunk.choices else [])
+        if d.id
+    ]
+    assert [i for i, _ in starts] == list(range(len(ids)))
+    assert len({i for _, i in starts}) == len(ids)
 
 
 class Priority(StrEnum):
@@ -158,6 +164,16 @@ def test_parse_fills_a_nested_pydantic_model(client: OpenAI) -> None:
         parsed = r.choices[0].message.parsed
         assert r.choices[0].finish_reason == "stop" and isinstance(parsed, Plan)
         assert Plan.model_validate(parsed.model_dump()) == parsed
+
+
+def test_parse_fills_strict_function_tools(client: OpenAI) -> None:
+    r = client.chat.completions.parse(
+        model=MODEL, messages=[{"role": "user", "content": "Add a task."}], seed=3,
+        tools=[openai.pydantic_function_tool(Task)], tool_choice="required",
+        parallel_tool_calls=False, max_tokens=300,
+    )  # fmt: skip
+    (call,) = r.choices[0].message.tool_calls or []
+    assert call.function.name == "Task" and isinstance(call.function.parsed_arguments, Task)
 
 
 def test_bad_tools_are_400s_naming_the_param_and_the_server_keeps_serving(

@@ -62,6 +62,13 @@ def test_a_text_response_is_the_content() -> None:
     assert output.message().content == 'Hi "you"' and output.finish_reason("stop") == "stop"
 
 
+def test_an_envelope_cut_short_is_no_finished_call() -> None:
+    output = ChoiceOutput(plan(), ChatGrammar("root ::= x"), True)
+    output.feed(TEXT[:40])  # e.g. a stop string ended it inside the arguments
+    assert output.finish_reason("stop") == "stop"
+    assert output.message().tool_calls is not None  # what there is, as OpenAI does on length
+
+
 def test_legacy_requests_get_function_call() -> None:
     output = ChoiceOutput(plan(legacy=True), ChatGrammar("root ::= x"), True)
     deltas = dumped(output, '{"tool_calls": [{"name": "f", "arguments": {}}]}')

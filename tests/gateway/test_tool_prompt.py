@@ -75,5 +75,10 @@ def test_a_tool_round_trip_renders_into_vicuna() -> None:
     assert f"USER: {results} ASSISTANT: Paris 18, Rome 24.</s>" in text
 
 
+def test_a_legacy_function_result_has_no_call_id() -> None:
+    (turn,) = as_text([Turn("tool", "43", name="f")])
+    assert turn == Turn("user", "Result of f: 43")
+
+
 def test_jinja_templates_get_the_tools_in_openais_shape() -> None:
     assert tool_dicts(plan()) == [WEATHER]

@@ -25,7 +25,7 @@ def _literal(token: str) -> str:
             continue
         out.append(ch)
         i += 1
-    return re.escape("".join(out))
+    return "(?:" + re.escape("".join(out)) + ")"  # a quantifier applies to all of it
 
 
 def _class(token: str) -> str:

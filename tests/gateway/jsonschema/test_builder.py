@@ -143,6 +143,8 @@ def test_what_only_a_check_after_generation_enforces_is_listed() -> None:
         ({"type": "string", "minLength": 10**9}, "minLength", "minLength"),
         ({"type": "array", "minItems": 5000}, "minItems", "minItems"),
         ({"enum": []}, "enum", "enum"),
+        ({"enum": [float("nan")]}, "enum", "enum"),
+        ({"type": "number", "minimum": float("inf")}, "minimum", "minimum"),
         ({"type": "integer", "minimum": 5, "maximum": 4}, "maximum", "maximum"),
         ({"type": "integer", "minimum": 0.2, "maximum": 0.8}, "maximum", "maximum"),
         ({"type": "string", "enum": [1, 2]}, "enum", "enum"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.jsonschema import Limits
-from gateway.jsonschema.gbnf import check_bounded, json_literal, literal, repeat
+from gateway.jsonschema.gbnf import check_bounded, json_literal, literal, literal_trie, repeat
 from tests.gateway.jsonschema.gbnf_regex import expr_regex
 
 
@@ -46,3 +46,12 @@ def test_unbounded_grammars_never_reach_llama_cpp(gbnf: str, complaint: str) -> 
 def test_bounded_grammars_pass() -> None:
     check_bounded('root ::= "[" x{0,999} "]"\nx ::= [{}] | "\\"{"', Limits())
     check_bounded('root ::= ( "," ws [0-9] ){0,999}\nws ::= " "?', Limits())
+
+
+def test_a_literal_trie_matches_exactly_its_texts() -> None:
+    texts = ['"red"', '"green"', '"grey"', "1", "12", "null", '"a\\"b"', ""]
+    expr = literal_trie(texts)
+    assert expr.count('"gre') == 1  # the shared beginning is written once
+    pattern = expr_regex(expr)
+    for text in [*texts, '"gre"', "2", "nul", '"red', "123"]:
+        assert bool(pattern.fullmatch(text)) == (text in texts), text
