@@ -97,7 +97,9 @@ def _call(rules: Rules, spec: ToolSpec, limits: Limits, checks: dict[str, Output
     else:
         path = (*spec.param.split("."), "parameters")
         check_document(spec.parameters, limits, path)
-        builder = Builder(spec.parameters, rules, path)
+        # arguments are an object even when the schema leaves `type` out
+        schema = {"type": "object", **spec.parameters}
+        builder = Builder(schema, rules, path)
         arguments = builder.build()
         if builder.unenforced_keywords:
             checks[spec.name] = OutputCheck(spec.parameters)

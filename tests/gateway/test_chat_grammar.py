@@ -108,6 +108,13 @@ def test_auto_with_a_response_format_answers_in_that_schema(
             jsonschema.validate(json.loads("".join(parser.content)), schema)
 
 
+def test_arguments_are_an_object_even_when_the_schema_leaves_type_out() -> None:
+    loose = Tool.model_validate({"type": "function", "function": {"name": "f", "parameters": {}}})
+    the_plan = plan_tools([loose], "required", None, None, None)
+    gbnf = build_grammar(the_plan, ResponseSpec("text"), LIMITS).gbnf or ""
+    assert '"\\"arguments\\"" ":" ws schema ws' in gbnf and 'schema ::= "{"' in gbnf
+
+
 def test_tool_choice_none_and_plain_text_need_no_grammar() -> None:
     assert build_grammar(plan("none"), ResponseSpec("text"), LIMITS).gbnf is None
     assert build_grammar(None, ResponseSpec("text"), LIMITS).gbnf is None
