@@ -10,7 +10,9 @@ checked here once a choice is complete.
 from __future__ import annotations
 
 from gateway.chat_grammar import ChatGrammar
-from gateway.protocol import AssistantMessage, DeltaMessage
+from gateway.choices import ChoiceState, chat_logprobs
+from gateway.errors import APIError
+from gateway.protocol import AssistantMessage, ChatChoice, DeltaMessage
 from gateway.tool_parser import CallStarted, ContentDelta, EnvelopeParser, Event
 from gateway.tool_protocol import FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta
 from gateway.tools import ToolPlan
@@ -93,3 +95,19 @@ class ChoiceOutput:
         text = "".join(parser.content) if parser is not None else "".join(self._text)
         found = grammar.response_check.problem(text)
         return f"the answer breaks {found}" if found else None
+
+
+def chat_choice(choice: ChoiceState, output: ChoiceOutput, with_logprobs: bool) -> ChatChoice:
+    """A whole (non-streamed) choice; an answer that breaks its schema is a 500 naming how."""
+    output.feed("".join(choice.text))
+    reason = output.finish_reason(choice.api_finish_reason)
+    problem = output.problem() if reason != "length" else None
+    if problem:
+        # the request's trace counted it already (as 200: the engine did its part)
+        raise APIError(500, problem, code="schema_validation_failed", is_counted=True)
+    return ChatChoice(
+        index=choice.index,
+        message=output.message(),
+        logprobs=chat_logprobs(choice) if with_logprobs else None,
+        finish_reason=reason,
+    )

@@ -11,13 +11,13 @@ from typing import cast
 from batching.params import ParamError, SamplingParams
 from gateway.backend import Backend
 from gateway.chat_grammar import GrammarCache
+from gateway.chat_output import chat_choice
 from gateway.chat_setup import ChatPreparer
-from gateway.choices import chat_logprobs, completion_logprobs
+from gateway.choices import completion_logprobs
 from gateway.errors import APIError
 from gateway.jsonschema import Limits
 from gateway.metrics import Metrics
 from gateway.protocol import (
-    ChatChoice,
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionChoice,
@@ -115,21 +115,10 @@ class Serving:
             chunks = chat_chunks(run, self.model_name, req, outputs, self.fingerprint)
             return ChunkStream(run.request_id, chunks)
         tally = await run.collect()
-        choices = []
-        for c, output in zip(tally.choices, outputs, strict=True):
-            output.feed("".join(c.text))
-            reason = output.finish_reason(c.api_finish_reason)
-            problem = output.problem() if reason != "length" else None
-            if problem:
-                raise APIError(500, problem, code="schema_validation_failed")
-            choices.append(
-                ChatChoice(
-                    index=c.index,
-                    message=output.message(),
-                    logprobs=chat_logprobs(c) if req.logprobs else None,
-                    finish_reason=reason,
-                )
-            )
+        choices = [
+            chat_choice(c, output, req.logprobs)
+            for c, output in zip(tally.choices, outputs, strict=True)
+        ]
         return ChatCompletionResponse(
             id=run.request_id,
             created=int(time.time()),

@@ -189,3 +189,19 @@ async def test_a_schema_bomb_is_a_400_naming_the_keyword() -> None:
             headers={"content-type": "application/json"},
         )
     assert huge.status_code == 400 and not fake.submitted
+
+
+async def test_an_answer_breaking_what_the_grammar_cannot_enforce_is_reported() -> None:
+    schema = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    async with running_app(engine("[1, 1]")) as (client, _, _):
+        whole = await client.post(CHAT, json={"messages": ASK, "response_format": fmt})
+        streamed = await client.post(
+            CHAT, json={"messages": ASK, "response_format": fmt, "stream": True}
+        )
+    assert whole.status_code == 500
+    error = whole.json()["error"]
+    assert error["code"] == "schema_validation_failed" and "uniqueItems" in error["message"]
+    chunks = events(streamed)
+    assert chunks[-1] == "[DONE]" and chunks[-2]["error"]["code"] == "schema_validation_failed"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-2]) == "[1, 1]"
