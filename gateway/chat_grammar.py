@@ -34,6 +34,7 @@ class ResponseSpec:
     schema: Any = None
 
     def key(self) -> str:
+        """Canonical JSON of everything the grammar depends on."""
         return json.dumps([self.kind, self.schema], sort_keys=True)
 
 

@@ -32,6 +32,7 @@ class ChatSetup:
     grammar: ChatGrammar
 
     def choice_output(self) -> ChoiceOutput:
+        """A fresh reader of one choice's answer."""
         return ChoiceOutput(self.plan, self.grammar, self.response.kind == "text")
 
 
@@ -59,6 +60,7 @@ class ChatPreparer:
     def render(
         self, req: ChatCompletionRequest, plan: ToolPlan | None, response: ResponseSpec
     ) -> RenderedPrompt:
+        """The prompt: the messages, with the tools offered in the system message."""
         turns = to_turns(req.messages)
         is_active = plan is not None and plan.mode != "none"
         text = instruction(plan, response.kind == "text") if plan and is_active else None
@@ -74,6 +76,7 @@ class ChatPreparer:
 
 
 def response_spec(response_format: ResponseFormat | None) -> ResponseSpec:
+    """What a plain answer must be, from `response_format`."""
     if response_format is None or response_format.type == "text":
         return ResponseSpec("text")
     if response_format.type == "json_object":

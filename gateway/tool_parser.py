@@ -28,6 +28,8 @@ def new_call_id() -> str:
 
 @dataclass(slots=True)
 class ParsedCall:
+    """One call read so far: its index, the id we gave it, its name and arguments."""
+
     index: int
     id: str
     name: str
@@ -35,11 +37,14 @@ class ParsedCall:
 
     @property
     def arguments_text(self) -> str:
+        """The arguments as the model wrote them (a JSON object's text)."""
         return "".join(self.arguments)
 
 
 @dataclass(frozen=True, slots=True)
 class CallStarted:
+    """A call's name is complete: the first delta of that call."""
+
     index: int
     id: str
     name: str
@@ -47,12 +52,16 @@ class CallStarted:
 
 @dataclass(frozen=True, slots=True)
 class ArgumentsDelta:
+    """More of a call's arguments text."""
+
     index: int
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class ContentDelta:
+    """More of the answer's text (the envelope's `response`)."""
+
     text: str
 
 
@@ -79,9 +88,11 @@ class EnvelopeParser:
 
     @property
     def is_tool_calls(self) -> bool:
+        """Whether the answer calls tools (at least one call has started)."""
         return bool(self.calls)
 
     def feed(self, text: str) -> list[Event]:
+        """Read the next piece of the answer; the events it completes."""
         self.raw.append(text)
         for ch in text:
             if self.is_complete or self.is_malformed:

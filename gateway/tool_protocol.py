@@ -22,15 +22,21 @@ class FunctionDefinition(BaseModel):
 
 
 class Tool(BaseModel):
+    """One entry of `tools`."""
+
     type: str  # only "function"; checked in tools.py so the error says so plainly
     function: FunctionDefinition | None = None
 
 
 class FunctionName(BaseModel):
+    """A function named by tool_choice or the legacy function_call."""
+
     name: str
 
 
 class NamedToolChoice(BaseModel):
+    """tool_choice {"type": "function", "function": {"name": ...}}."""
+
     type: Literal["function"]
     function: FunctionName
 
@@ -47,6 +53,8 @@ class FunctionCall(BaseModel):
 
 
 class ToolCall(BaseModel):
+    """A call in an assistant message (request or response)."""
+
     model_config = ConfigDict(extra="ignore")
 
     id: str
@@ -58,6 +66,8 @@ class ToolCall(BaseModel):
 
 
 class FunctionCallDelta(BaseModel):
+    """The function part of a tool-call delta."""
+
     name: str | None = Field(default=None, exclude_if=_omit_none)
     arguments: str | None = Field(default=None, exclude_if=_omit_none)
 

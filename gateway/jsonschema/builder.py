@@ -88,9 +88,11 @@ class Builder:
         self._refs: dict[tuple[Path, int], str | None] = {}
 
     def unenforced(self, keyword: str, path: Path) -> None:
+        """Note a keyword that only the check after generation enforces."""
         self.unenforced_keywords.append(f"{keyword} at /{'/'.join(path)}")
 
     def free_string(self) -> str:
+        """Any string, as long as `max_string` allows."""
         return "string"
 
     def build(self) -> str:

@@ -20,6 +20,8 @@ COMMA = f'"," {WS}'
 
 
 class Visitor(Protocol):
+    """What arrays and objects need from the builder."""
+
     limits: Limits
     rules: Rules
 

@@ -189,6 +189,7 @@ class Rules:
         return name
 
     def define(self, name: str, body: str) -> None:
+        """Give a reserved name its body."""
         self.bodies[name] = body
         self._names_by_body.setdefault(body, name)
         self.size += len(name) + len(body) + 6
