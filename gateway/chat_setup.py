@@ -4,6 +4,7 @@ tools planned, its prompt rendered and its grammar (cached, built off the event 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.chat_grammar import ChatGrammar, GrammarCache, ResponseSpec
 from gateway.chat_output import ChoiceOutput
@@ -11,7 +12,13 @@ from gateway.errors import APIError
 from gateway.jsonschema import SchemaError
 from gateway.messages import to_turns
 from gateway.protocol import ChatCompletionRequest, ResponseFormat
-from gateway.templates import VICUNA_SYSTEM, ChatTemplate, ChatTemplateError, RenderedPrompt
+from gateway.templates import (
+    VICUNA_SYSTEM,
+    ChatTemplate,
+    ChatTemplateError,
+    RenderedPrompt,
+    Turn,
+)
 from gateway.tool_prompt import as_text, instruction, tool_dicts, with_instruction
 from gateway.tools import ToolPlan, plan_tools
 
@@ -60,19 +67,28 @@ class ChatPreparer:
     def render(
         self, req: ChatCompletionRequest, plan: ToolPlan | None, response: ResponseSpec
     ) -> RenderedPrompt:
-        """The prompt: the messages, with the tools offered in the system message."""
-        turns = to_turns(req.messages)
+        """The prompt: the messages, with the tools offered in the system message (or, for a
+        template that refuses system messages, at the start of the first user message)."""
+        messages = to_turns(req.messages)
         is_active = plan is not None and plan.mode != "none"
         text = instruction(plan, response.kind == "text") if plan and is_active else None
-        default_system = VICUNA_SYSTEM if self.template.name == "vicuna" else None
-        turns = with_instruction(turns, text, default_system)
         tools = tool_dicts(plan) if plan is not None and is_active else None
+        default_system = VICUNA_SYSTEM if self.template.name == "vicuna" else None
         try:
-            if self.template.supports_tools:
-                return self.template.render(turns, tools)
-            return self.template.render(as_text(turns))
+            return self._render(with_instruction(messages, text, default_system), tools)
+        except ChatTemplateError as e:
+            has_system = any(t.role == "system" for t in messages)
+            if text is None or has_system:
+                raise APIError(400, str(e), param="messages") from e
+        try:
+            return self._render(with_instruction(messages, text, None, into_user=True), tools)
         except ChatTemplateError as e:
             raise APIError(400, str(e), param="messages") from e
+
+    def _render(self, turns: list[Turn], tools: list[dict[str, Any]] | None) -> RenderedPrompt:
+        if self.template.supports_tools:
+            return self.template.render(turns, tools)
+        return self.template.render(as_text(turns))
 
 
 def response_spec(response_format: ResponseFormat | None) -> ResponseSpec:

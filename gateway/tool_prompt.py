@@ -67,14 +67,22 @@ def tool_dicts(plan: ToolPlan) -> list[dict[str, Any]]:
 
 
 def with_instruction(
-    turns: Sequence[Turn], text: str | None, default_system: str | None
+    turns: Sequence[Turn], text: str | None, default_system: str | None, into_user: bool = False
 ) -> list[Turn]:
-    """`text` appended to the system message (one is added, with `default_system`, if none)."""
+    """`text` appended to the system message (one is added, with `default_system`, if none);
+    `into_user`: put it before the first user message instead (templates without a system
+    role)."""
     if text is None:
         return list(turns)
+    if into_user:
+        first = next((i for i, t in enumerate(turns) if t.role == "user"), None)
+        if first is not None:
+            turn = turns[first]
+            merged = Turn("user", f"{text}\n\n{turn.content}", name=turn.name)
+            return [*turns[:first], merged, *turns[first + 1 :]]
     if turns and turns[0].role == "system":
-        first = turns[0]
-        return [Turn("system", f"{first.content}\n\n{text}".strip()), *turns[1:]]
+        first_turn = turns[0]
+        return [Turn("system", f"{first_turn.content}\n\n{text}".strip()), *turns[1:]]
     system = f"{default_system}\n\n{text}" if default_system else text
     return [Turn("system", system), *turns]
 

@@ -205,3 +205,21 @@ async def test_an_answer_breaking_what_the_grammar_cannot_enforce_is_reported() 
     chunks = events(streamed)
     assert chunks[-1] == "[DONE]" and chunks[-2]["error"]["code"] == "schema_validation_failed"
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-2]) == "[1, 1]"
+
+
+async def test_a_template_without_a_system_role_gets_the_tools_in_the_first_user_turn() -> None:
+    no_system = (
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    )
+    fake = engine(chat_template=no_system)
+    async with running_app(fake) as (client, _, _):
+        r = await client.post(CHAT, json={"messages": ASK, "tools": TOOLS})
+        refused = await client.post(
+            CHAT, json={"messages": [{"role": "system", "content": "x"}, *ASK], "tools": TOOLS}
+        )
+    assert r.status_code == 200, r.text
+    prompt = fake.detokenize(fake.submitted[0][1])
+    assert prompt.startswith("<user>You can call functions.") and "Weather in Paris?" in prompt
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "messages"
