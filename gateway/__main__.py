@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from gateway.settings import Settings, add_arguments
+from gateway.settings import DEMO_JSON_STRING_MAX_CHARS, Settings, add_arguments
 
 log = logging.getLogger("gateway")
 
@@ -70,7 +70,12 @@ def serve(settings: Settings) -> int:
     if settings.model is None:
         from batching.demo_model import ensure_demo_model
 
-        settings = replace(settings, model=ensure_demo_model())
+        cap = settings.json_string_max_chars
+        settings = replace(
+            settings,
+            model=ensure_demo_model(),
+            json_string_max_chars=DEMO_JSON_STRING_MAX_CHARS if cap is None else cap,
+        )
     problem = _check_files(settings)
     if problem:
         log.error(problem)

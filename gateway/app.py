@@ -111,7 +111,9 @@ async def _load(state: GatewayState, load_engine: EngineLoader) -> None:
         log.exception("loading the model failed")
         state.load_error = f"{type(e).__name__}: {e}"
         return
-    state.serving = Serving(engine, settings.model_name, template, state.metrics)
+    state.serving = Serving(
+        engine, settings.model_name, template, state.metrics, settings.grammar_limits()
+    )
     model = engine.model
     log.info(
         "serving %s as %r: %s, %d slots, %d tokens per request, chat template %s",

@@ -11,6 +11,15 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from batching.params import SamplingParams
+from gateway.tool_protocol import (
+    FunctionCall,
+    FunctionCallChoice,
+    FunctionDefinition,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+)
 
 
 def _omit_none(value: Any) -> bool:
@@ -89,22 +98,24 @@ class CompletionRequest(SamplingRequest):
     best_of: int | None = None
 
 
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
+class ContentPart(BaseModel):
+    """One part of a message's content; gateway/messages.py refuses the non-text kinds."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+    refusal: str | None = None
 
 
 class ChatMessage(BaseModel):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
     name: str | None = None
-
-    @property
-    def text(self) -> str:
-        """The content as one string (text parts joined, as OpenAI does)."""
-        if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
-        return self.content or ""
+    tool_calls: list[ToolCall] | None = None  # assistant
+    tool_call_id: str | None = None  # tool
+    function_call: FunctionCall | None = None  # assistant, legacy
+    refusal: str | None = None  # assistant
 
 
 class JsonSchemaFormat(BaseModel):
@@ -119,7 +130,10 @@ class ResponseFormat(BaseModel):
 
 
 class ChatCompletionRequest(SamplingRequest):
-    """POST /v1/chat/completions."""
+    """POST /v1/chat/completions. Unknown fields are kept (extra) so that serving can refuse
+    them by name, as OpenAI does."""
+
+    model_config = ConfigDict(extra="allow")
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = None
@@ -127,6 +141,13 @@ class ChatCompletionRequest(SamplingRequest):
     logprobs: bool = False
     top_logprobs: int | None = None
     response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionDefinition] | None = None  # legacy tools
+    function_call: FunctionCallChoice | None = None  # legacy tool_choice
+    metadata: dict[str, str] | None = None  # accepted, not stored
+    store: bool | None = None
 
 
 class GenerateRequest(BaseModel):
@@ -197,6 +218,9 @@ class ChatLogprobs(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=_omit_none)
+    function_call: FunctionCall | None = Field(default=None, exclude_if=_omit_none)
 
 
 class ChatChoice(BaseModel):
@@ -211,6 +235,7 @@ class ChatCompletionResponse(BaseModel):
     object: Literal["chat.completion"] = "chat.completion"
     created: int
     model: str
+    system_fingerprint: str | None = None
     choices: list[ChatChoice]
     usage: Usage
 
@@ -218,6 +243,9 @@ class ChatCompletionResponse(BaseModel):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = Field(default=None, exclude_if=_omit_none)
     content: str | None = Field(default=None, exclude_if=_omit_none)
+    refusal: str | None = Field(default=None, exclude_if=_omit_none)
+    tool_calls: list[ToolCallDelta] | None = Field(default=None, exclude_if=_omit_none)
+    function_call: dict[str, str] | None = Field(default=None, exclude_if=_omit_none)
 
 
 class ChatChunkChoice(BaseModel):
@@ -232,8 +260,9 @@ class ChatCompletionChunk(BaseModel):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
     model: str
+    system_fingerprint: str | None = None
     choices: list[ChatChunkChoice]
-    usage: Usage | None = Field(default=None, exclude_if=_omit_none)
+    usage: Usage | None = None  # null on every chunk but the last when include_usage is asked
 
 
 class ModelCard(BaseModel):

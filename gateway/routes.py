@@ -49,9 +49,12 @@ async def _parse(request: Request, model: type[M]) -> M:
 
 
 def _respond(result: BaseModel | AsyncGenerator[str, None]) -> Response:
+    """The response, with `x-request-id` equal to the response's id where it has one."""
+    request_id = getattr(result, "id", None) or getattr(result, "request_id", None)
+    headers = {"x-request-id": request_id} if isinstance(request_id, str) else {}
     if isinstance(result, BaseModel):
-        return JSONResponse(result.model_dump(mode="json"))
-    return event_stream(result)
+        return JSONResponse(result.model_dump(mode="json"), headers=headers)
+    return event_stream(result, headers)
 
 
 async def completions(request: Request) -> Response:

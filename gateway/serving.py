@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -9,13 +10,14 @@ from typing import cast
 
 from batching.params import ParamError, SamplingParams
 from gateway.backend import Backend
-from gateway.choices import chat_logprobs, completion_logprobs
+from gateway.chat_grammar import GrammarCache
+from gateway.chat_output import chat_choice
+from gateway.chat_setup import ChatPreparer
+from gateway.choices import completion_logprobs
 from gateway.errors import APIError
-from gateway.jsonschema_gbnf import JSON_OBJECT_GRAMMAR, SchemaError, schema_to_gbnf
+from gateway.jsonschema import Limits
 from gateway.metrics import Metrics
 from gateway.protocol import (
-    AssistantMessage,
-    ChatChoice,
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionChoice,
@@ -25,12 +27,11 @@ from gateway.protocol import (
     GenerateResponse,
     ModelCard,
     ModelList,
-    ResponseFormat,
     SamplingRequest,
 )
 from gateway.run import Run
-from gateway.streams import chat_chunks, completion_chunks
-from gateway.templates import ChatTemplate, ChatTemplateError, Turn
+from gateway.streams import ChunkStream, chat_chunks, completion_chunks
+from gateway.templates import ChatTemplate
 from gateway.tokens import PromptTokenizer
 
 CompletionResult = CompletionResponse | AsyncGenerator[str, None]
@@ -41,7 +42,12 @@ class Serving:
     """The API's logic over one engine, one model name and one chat template."""
 
     def __init__(
-        self, engine: Backend, model_name: str, template: ChatTemplate, metrics: Metrics
+        self,
+        engine: Backend,
+        model_name: str,
+        template: ChatTemplate,
+        metrics: Metrics,
+        limits: Limits | None = None,
     ) -> None:
         self.engine = engine
         self.model_name = model_name
@@ -49,6 +55,9 @@ class Serving:
         self.metrics = metrics
         self.tokenizer = PromptTokenizer(engine)
         self.created = int(time.time())
+        self.grammars = GrammarCache(limits or Limits())
+        self.chat_preparer = ChatPreparer(template, self.grammars)
+        self.fingerprint = _fingerprint(engine, template)
 
     def models(self) -> ModelList:
         card = ModelCard(
@@ -68,7 +77,7 @@ class Serving:
         run = await self._start("cmpl", "/v1/completions", prompts, params, req.n)
         echo = texts if req.echo else None
         if req.stream:
-            return completion_chunks(run, self.model_name, req, echo)
+            return ChunkStream(run.request_id, completion_chunks(run, self.model_name, req, echo))
         tally = await run.collect()
         choices = [
             CompletionChoice(
@@ -90,7 +99,8 @@ class Serving:
     async def chat(self, req: ChatCompletionRequest) -> ChatResult:
         """POST /v1/chat/completions: a response, or (stream=true) the chunks' JSON."""
         self._check_request(req)
-        ids = self._chat_prompt(req)
+        setup = await self.chat_preparer.prepare(req)
+        ids = self.tokenizer.chat(setup.prompt)
         max_tokens = (
             req.max_tokens if req.max_completion_tokens is None else req.max_completion_tokens
         )
@@ -98,25 +108,22 @@ class Serving:
             max_tokens = self.engine.model.n_ctx - len(ids)  # the rest of the context
         self._check_fits(len(ids), max_tokens, "messages")
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
-        grammar = self._grammar(req.response_format)
-        params = self._params(req, max_tokens, grammar, logprobs)
+        params = self._params(req, max_tokens, setup.grammar.gbnf, logprobs)
         run = await self._start("chatcmpl", "/v1/chat/completions", [ids], params, req.n)
+        outputs = [setup.choice_output() for _ in run.tally.choices]
         if req.stream:
-            return chat_chunks(run, self.model_name, req)
+            chunks = chat_chunks(run, self.model_name, req, outputs, self.fingerprint)
+            return ChunkStream(run.request_id, chunks)
         tally = await run.collect()
         choices = [
-            ChatChoice(
-                index=c.index,
-                message=AssistantMessage(content="".join(c.text)),
-                logprobs=chat_logprobs(c) if req.logprobs else None,
-                finish_reason=c.api_finish_reason,
-            )
-            for c in tally.choices
+            chat_choice(c, output, req.logprobs)
+            for c, output in zip(tally.choices, outputs, strict=True)
         ]
         return ChatCompletionResponse(
             id=run.request_id,
             created=int(time.time()),
             model=self.model_name,
+            system_fingerprint=self.fingerprint,
             choices=choices,
             usage=tally.usage(),
         )
@@ -173,14 +180,6 @@ class Serving:
             prompts.append(list(item))
         return texts, prompts
 
-    def _chat_prompt(self, req: ChatCompletionRequest) -> list[int]:
-        turns = [Turn("system" if m.role == "developer" else m.role, m.text) for m in req.messages]
-        try:
-            rendered = self.template.render(turns)
-        except ChatTemplateError as e:
-            raise APIError(400, str(e), param="messages") from e
-        return self.tokenizer.chat(rendered)
-
     def _check_fits(self, num_prompt: int, max_tokens: int, prompt_param: str) -> None:
         n_ctx = self.engine.model.n_ctx
         if num_prompt + max(max_tokens, 1) <= n_ctx:
@@ -210,20 +209,6 @@ class Serving:
         except ParamError as e:
             raise APIError.from_param_error(e) from e
 
-    @staticmethod
-    def _grammar(response_format: ResponseFormat | None) -> str | None:
-        if response_format is None or response_format.type == "text":
-            return None
-        if response_format.type == "json_object":
-            return JSON_OBJECT_GRAMMAR
-        spec = response_format.json_schema
-        if spec is None:
-            raise APIError(400, "json_schema is required", param="response_format.json_schema")
-        try:
-            return schema_to_gbnf(spec.schema_)
-        except SchemaError as e:
-            raise APIError(400, str(e), param="response_format.json_schema.schema") from e
-
     async def _start(
         self, prefix: str, endpoint: str, prompts: list[list[int]], params: SamplingParams, n: int
     ) -> Run:
@@ -235,6 +220,13 @@ class Serving:
             if e.status == 429:
                 self.metrics.rejected()
             raise
+
+
+def _fingerprint(engine: Backend, template: ChatTemplate) -> str:
+    """What decides the outputs besides the request: model file, its size, the template."""
+    model = engine.model
+    seed = f"{model.model_id}|{model.quantization}|{model.n_ctx}|{model.n_vocab}|{template.name}"
+    return "fp_" + hashlib.sha256(seed.encode()).hexdigest()[:10]
 
 
 def _refuse_unsupported(req: CompletionRequest) -> None:

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from batching.config import EngineConfig
+from gateway.jsonschema.limits import MAX_REPEAT, Limits
 
 ENV_PREFIX = "LLM_GATEWAY_"
+DEMO_JSON_STRING_MAX_CHARS = 32
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -31,6 +33,15 @@ def _opt_str(value: str) -> str | None:
 def _opt_path(value: str) -> Path | None:
     # An empty value means "not set": compose files pass ${LLM_GATEWAY_MODEL:-} through as is.
     return Path(value) if value else None
+
+
+def _string_cap(value: str) -> int | None:
+    if not value.strip():
+        return None
+    cap = int(value)
+    if not 0 <= cap <= MAX_REPEAT:
+        raise ValueError(f"must be 0 (no limit) to {MAX_REPEAT}")
+    return cap
 
 
 def _log_level(value: str) -> str:
@@ -129,6 +140,16 @@ class Settings:
     log_level: str = field(
         default="info", metadata=_meta(_log_level, "one of " + ", ".join(LOG_LEVELS), "LEVEL")
     )
+    json_string_max_chars: int | None = field(
+        default=None,
+        metadata=_meta(
+            _string_cap,
+            "longest JSON string a grammar (tools, response_format) lets the model write where "
+            f"the schema sets no maxLength; 0 = no limit; default: {DEMO_JSON_STRING_MAX_CHARS} "
+            "for the built-in demo model (random weights never close a string), else no limit",
+            "N",
+        ),
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -155,6 +176,11 @@ class Settings:
         if self.served_model_name:
             return self.served_model_name
         return self.model.stem if self.model is not None else "demo"
+
+    def grammar_limits(self) -> Limits:
+        """The bounds of every grammar this server builds."""
+        cap = self.json_string_max_chars
+        return Limits(max_string=cap or None)
 
     def engine_config(self) -> EngineConfig:
         """The engine's configuration; needs `model` set."""

@@ -16,7 +16,9 @@ T = TypeVar("T")
 DONE = "[DONE]"
 
 
-def event_stream(chunks: AsyncGenerator[str, None]) -> EventSourceResponse:
+def event_stream(
+    chunks: AsyncGenerator[str, None], headers: dict[str, str] | None = None
+) -> EventSourceResponse:
     """`data: <chunk>` for each chunk, then `data: [DONE]`.
 
     When the client disconnects, sse-starlette cancels or closes the generator; closing it
@@ -30,7 +32,8 @@ def event_stream(chunks: AsyncGenerator[str, None]) -> EventSourceResponse:
         yield {"data": DONE}
 
     # X-Accel-Buffering: a proxy such as nginx must pass each event on at once.
-    return EventSourceResponse(events(), sep="\n", headers={"X-Accel-Buffering": "no"})
+    headers = {"X-Accel-Buffering": "no", **(headers or {})}
+    return EventSourceResponse(events(), sep="\n", headers=headers)
 
 
 async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:

@@ -6,7 +6,10 @@ import json
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from types import TracebackType
+from typing import Any
 
+from gateway.chat_output import ChoiceOutput
 from gateway.choices import chat_logprobs, completion_logprobs
 from gateway.errors import APIError
 from gateway.protocol import (
@@ -20,6 +23,28 @@ from gateway.protocol import (
     Usage,
 )
 from gateway.run import Run
+
+
+class ChunkStream(AsyncGenerator[str, None]):
+    """The chunks of one streamed response, and its id (the x-request-id header)."""
+
+    def __init__(self, request_id: str, chunks: AsyncGenerator[str, None]) -> None:
+        self.request_id = request_id
+        self._chunks = chunks
+
+    async def asend(self, value: None) -> str:
+        return await self._chunks.asend(value)
+
+    async def athrow(
+        self,
+        typ: Any,
+        val: BaseException | object = None,
+        tb: TracebackType | None = None,
+    ) -> str:
+        return await self._chunks.athrow(typ, val, tb)
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
 
 
 async def completion_chunks(
@@ -54,34 +79,52 @@ async def completion_chunks(
 
 
 async def chat_chunks(
-    run: Run, model: str, req: ChatCompletionRequest
+    run: Run,
+    model: str,
+    req: ChatCompletionRequest,
+    outputs: list[ChoiceOutput],
+    fingerprint: str,
 ) -> AsyncGenerator[str, None]:
-    """The role delta of every choice first, content deltas, each choice's finish_reason."""
+    """The role delta of every choice first, content or tool-call deltas, each choice's
+    finish_reason; `outputs` turns each choice's text into deltas."""
     created = int(time.time())
 
     def dump(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
         chunk = ChatCompletionChunk(
-            id=run.request_id, created=created, model=model, choices=choices, usage=usage
-        )
-        return chunk.model_dump_json()
+            id=run.request_id, created=created, model=model, system_fingerprint=fingerprint,
+            choices=choices, usage=usage,
+        )  # fmt: skip
+        # with include_usage every chunk carries "usage" (null until the last), as OpenAI's
+        return chunk.model_dump_json(exclude=None if req.include_usage else {"usage"})
 
     for choice in run.tally.choices:
         role = DeltaMessage(role="assistant", content="")
         yield dump([ChatChunkChoice(index=choice.index, delta=role)])
-    async with aclosing(run.outputs()) as outputs:
-        async for index, out in outputs:
-            choice = run.tally.choices[index]
+    problems = []
+    async with aclosing(run.outputs()) as engine_outputs:
+        async for index, out in engine_outputs:
+            choice, output = run.tally.choices[index], outputs[index]
             logprobs = None
             if req.logprobs and out.logprobs:
                 logprobs = chat_logprobs(choice, len(choice.logprobs) - len(out.logprobs))
-            if out.delta_text or logprobs:
-                delta = DeltaMessage(content=out.delta_text)
-                yield dump([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
-            if out.finish_reason and choice.api_finish_reason:
-                end = ChatChunkChoice(
-                    index=index, delta=DeltaMessage(), finish_reason=choice.api_finish_reason
+            deltas = output.feed(out.delta_text)
+            if logprobs and not deltas:
+                deltas = [DeltaMessage()]
+            for i, delta in enumerate(deltas):
+                item = ChatChunkChoice(
+                    index=index, delta=delta, logprobs=logprobs if i == 0 else None
                 )
+                yield dump([item])
+            if out.finish_reason and choice.api_finish_reason:
+                reason = output.finish_reason(choice.api_finish_reason)
+                if reason != "length":  # a complete answer: check what the grammar could not
+                    problems.append(output.problem())
+                end = ChatChunkChoice(index=index, delta=DeltaMessage(), finish_reason=reason)
                 yield dump([end])
+    for problem in problems:
+        if problem:
+            error = APIError(500, problem, code="schema_validation_failed")
+            yield json.dumps(error.envelope())
     for tail in _tail(run, req.include_usage, lambda usage: dump([], usage)):
         yield tail
 

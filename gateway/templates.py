@@ -8,11 +8,12 @@ the control token (see `gateway/tokens.py`).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from jinja2 import TemplateError
 from jinja2.ext import loopcontrols
@@ -34,11 +35,27 @@ class ChatTemplateError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class CallTurn:
+    """A tool call an assistant message made: its id, function name and arguments (JSON)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
-    """One message: role is "system", "user" or "assistant"."""
+    """One message: role is "system", "user", "assistant" or "tool".
+
+    Templates without tool support get tool calls and results already written as text
+    (gateway/tool_prompt.py); a jinja template that knows tools gets them as they are.
+    """
 
     role: str
     content: str
+    tool_calls: tuple[CallTurn, ...] = ()
+    tool_call_id: str | None = None  # of a tool result
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +71,12 @@ class ChatTemplate(Protocol):
     @property
     def name(self) -> str: ...
 
-    def render(self, turns: Sequence[Turn]) -> RenderedPrompt: ...
+    @property
+    def supports_tools(self) -> bool: ...
+
+    def render(
+        self, turns: Sequence[Turn], tools: list[dict[str, Any]] | None = None
+    ) -> RenderedPrompt: ...
 
 
 def render_vicuna(turns: Sequence[Turn], eos_text: str = "</s>") -> RenderedPrompt:
@@ -98,8 +120,11 @@ class VicunaTemplate:
 
     eos_text: str = "</s>"
     name: str = "vicuna"
+    supports_tools: bool = False
 
-    def render(self, turns: Sequence[Turn]) -> RenderedPrompt:
+    def render(
+        self, turns: Sequence[Turn], tools: list[dict[str, Any]] | None = None
+    ) -> RenderedPrompt:
         return render_vicuna(turns, self.eos_text)
 
 
@@ -120,25 +145,86 @@ class JinjaTemplate:
         except TemplateError as e:
             raise ValueError(f"chat template {name!r} does not parse: {e}") from e
         self.name = name
+        self.supports_tools = "tools" in source  # it reads the `tools` variable
         self._bos_text = bos_text
         self._eos_text = eos_text
 
-    def render(self, turns: Sequence[Turn]) -> RenderedPrompt:
-        messages = [{"role": t.role, "content": t.content} for t in turns]
+    def render(
+        self, turns: Sequence[Turn], tools: list[dict[str, Any]] | None = None
+    ) -> RenderedPrompt:
+        extra = {"tools": tools} if tools else {}
         try:
             text = self._template.render(
-                messages=messages,
+                messages=[_message(t) for t in turns],
                 add_generation_prompt=True,
                 bos_token=self._bos_text,
                 eos_token=self._eos_text,
+                **extra,
             )
         except TemplateError as e:
             raise ChatTemplateError(f"the chat template failed: {e}") from e
         spans = _find_spans(text, [t.content for t in turns])
+        spans = _merge(spans, _occurrences(text, _client_strings(turns, tools)))
         template_text = _outside(text, spans)
         found = {m.group() for part in template_text for m in _SPECIAL_LIKE.finditer(part)}
         specials = tuple(s for s in (self._bos_text, self._eos_text) if s)
         return RenderedPrompt(text, spans, specials + tuple(sorted(found - set(specials))))
+
+
+def _message(turn: Turn) -> dict[str, Any]:
+    """A turn as the message dict Hugging Face templates read."""
+    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+    if turn.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": _arguments(c.arguments)}}
+            for c in turn.tool_calls
+        ]  # fmt: skip
+    if turn.tool_call_id is not None:
+        message["tool_call_id"] = turn.tool_call_id
+    if turn.name is not None:
+        message["name"] = turn.name
+    return message
+
+
+def _arguments(text: str) -> Any:
+    """Arguments as a dict (what most templates iterate over), or the text if not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _client_strings(turns: Sequence[Turn], tools: list[dict[str, Any]] | None) -> list[str]:
+    """Client text a template may print besides the contents: calls, tool descriptions."""
+    found = [c.arguments for t in turns for c in t.tool_calls]
+    for tool in tools or ():
+        function = tool.get("function", {})
+        found += [function.get("description") or "", json.dumps(function.get("parameters"))]
+    return [s for s in found if len(s) > 1]
+
+
+def _occurrences(text: str, strings: Sequence[str]) -> list[tuple[int, int]]:
+    spans = []
+    for s in strings:
+        start = text.find(s)
+        while start >= 0:
+            spans.append((start, start + len(s)))
+            start = text.find(s, start + len(s))
+    return spans
+
+
+def _merge(
+    spans: Sequence[tuple[int, int]], more: Sequence[tuple[int, int]]
+) -> tuple[tuple[int, int], ...]:
+    """Sorted, non-overlapping spans covering both lists."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted([*spans, *more]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
 
 
 def _find_spans(text: str, contents: Sequence[str]) -> tuple[tuple[int, int], ...]:

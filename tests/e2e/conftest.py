@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.settings import DEMO_JSON_STRING_MAX_CHARS, Settings
 
 START_TIMEOUT_S = 60.0
 
@@ -64,8 +64,15 @@ def _wait_healthy(url: str, thread: threading.Thread) -> None:
 
 @pytest.fixture(scope="session")
 def gateway_settings(tiny_model: Path) -> Settings:
-    """The shared gateway: the tiny model, 8 slots, no API key."""
-    return Settings(model=tiny_model, slots=8, ctx_size=16384, served_model_name="tiny")
+    """The shared gateway: the tiny model, 8 slots, no API key, and free JSON strings capped
+    as `llm-gateway serve` caps them for the demo model (random weights never close one)."""
+    return Settings(
+        model=tiny_model,
+        slots=8,
+        ctx_size=16384,
+        served_model_name="tiny",
+        json_string_max_chars=DEMO_JSON_STRING_MAX_CHARS,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -62,8 +62,10 @@ class FakeEngine:
         max_queue: int = 4,
         step_delay_s: float = 0.0,
         fail_after: int | None = None,
+        script: str | None = None,
     ) -> None:
         self.model = model or fake_model()
+        self.script = script  # every choice writes this text, then stops (tool-call tests)
         self.fail_after = fail_after  # tokens before every choice ends with finish_reason "error"
         self.max_queue = max_queue
         self.step_delay_s = step_delay_s
@@ -145,9 +147,12 @@ class FakeStream:
         for t in range(params.max_tokens):
             await asyncio.sleep(self._engine.step_delay_s)
             for i in set(range(n)) - done:
-                char = TEXT[((params.seed or 0) + i + t) % len(TEXT)]
+                script = self._engine.script
+                char = script[t] if script else TEXT[((params.seed or 0) + i + t) % len(TEXT)]
                 texts[i] += char
                 reason = "length" if t == params.max_tokens - 1 else None
+                if script and t == len(script) - 1:
+                    reason = "stop"
                 if t == self._engine.fail_after:
                     yield StepOutput(self._request_id, i, "", [], "error", "the KV cache is full")
                     done.add(i)

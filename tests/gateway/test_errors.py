@@ -66,17 +66,21 @@ async def test_invalid_completion_parameters_are_400s_naming_the_param(
 async def test_invalid_chat_requests_are_400s() -> None:
     cases = [
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages.0"),
+        ({"messages": [{"role": "critic", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.tool_call_id"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages.0.content.0.type",
+        ),
         (
             {
                 "messages": [{"role": "user", "content": "x"}],
                 "response_format": {
                     "type": "json_schema",
-                    "json_schema": {"schema": {"type": "string", "pattern": "a"}},
+                    "json_schema": {"schema": {"type": "string", "not": {"const": "a"}}},
                 },
             },
-            "response_format.json_schema.schema",
+            "response_format.json_schema.schema.not",
         ),
     ]  # fmt: skip
     async with running_app() as (client, _, _):

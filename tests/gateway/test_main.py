@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.__main__ import main
-from gateway.settings import Settings
+from gateway.settings import DEMO_JSON_STRING_MAX_CHARS, Settings
 
 
 def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,5 +86,6 @@ def test_serve_without_a_model_serves_the_demo_model(
     settings = run["app"].state.gateway.settings
     assert settings.model.parent == tmp_path / "llm-gateway" and settings.model.is_file()
     assert settings.slots == 2
+    assert settings.json_string_max_chars == DEMO_JSON_STRING_MAX_CHARS  # random weights
     assert (run["host"], run["port"]) == ("127.0.0.1", 8123)
     assert "random weights" in caplog.text

@@ -114,6 +114,8 @@ async def test_completion_stream_equals_the_whole_response() -> None:
     chunks = events(r)
     assert chunks[-1] == "[DONE]"
     assert chunks[-2]["choices"] == [] and chunks[-2]["usage"] == whole.json()["usage"]
+    assert r.headers["x-request-id"] == chunks[0]["id"]
+    assert whole.headers["x-request-id"] == whole.json()["id"]
     for i, choice in enumerate(whole.json()["choices"]):
         streamed = [c["choices"][0] for c in chunks[:-2] if c["choices"][0]["index"] == i]
         assert "".join(c["text"] for c in streamed) == choice["text"]
@@ -125,8 +127,12 @@ async def test_chat_renders_vicuna_and_answers_as_the_assistant() -> None:
         messages = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
         r = await client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 4})
     body = r.json()
-    assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": expected_text(4)}
+    assert body["object"] == "chat.completion" and r.headers["x-request-id"] == body["id"]
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": expected_text(4),
+        "refusal": None,
+    }
     prompt = engine.detokenize(engine.submitted[0][1])
     assert prompt.endswith(" USER: Hi ASSISTANT:") and prompt.startswith("A chat between")
     assert body["usage"]["prompt_tokens"] == len(engine.submitted[0][1])

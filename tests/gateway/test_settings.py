@@ -72,3 +72,11 @@ def test_engine_config_mirrors_the_flags() -> None:
     assert (config.n_ctx, config.n_batch, config.n_ubatch) == (2048, 256, 256)
     assert config.n_gpu_layers == -1 and config.max_queue == 3
     assert settings.model_name == "m"  # the file name when no --served-model-name
+
+
+def test_the_json_string_cap_is_bounded_and_zero_means_none() -> None:
+    assert parse([]).grammar_limits().max_string is None
+    assert parse(["--json-string-max-chars", "64"]).grammar_limits().max_string == 64
+    assert parse([], {"LLM_GATEWAY_JSON_STRING_MAX_CHARS": "0"}).grammar_limits().max_string is None
+    with pytest.raises(ValueError, match="LLM_GATEWAY_JSON_STRING_MAX_CHARS"):
+        Settings.from_env({"LLM_GATEWAY_JSON_STRING_MAX_CHARS": "5000"})
