@@ -26,6 +26,18 @@ from gateway.tools import ToolPlan, plan_tools
 _UNSUPPORTED = ("audio", "prediction", "web_search_options", "reasoning_effort", "verbosity")
 # Accepted and ignored: they change nothing a client could notice here.
 _HARMLESS = {"prompt_cache_key", "safety_identifier", "service_tier", "modalities"}
+# Engine extensions that routers (vllm-router) write into every body they forward, accepted at
+# the values that change nothing here (we strip no stop text, produce no reasoning or hidden
+# states, continue no message, and never print special tokens); any other value is a 400.
+_ROUTER_DEFAULTS: dict[str, tuple[object, ...]] = {
+    "no_stop_trim": (False,),
+    "continue_final_message": (False,),
+    "skip_special_tokens": (True,),
+    "return_hidden_states": (False,),
+    "separate_reasoning": (True, False),
+    "stream_reasoning": (True, False),
+    "include_reasoning": (True, False),
+}
 _TOP_LOGPROBS_MAX = 20
 
 
@@ -108,7 +120,9 @@ def refuse_unsupported(req: ChatCompletionRequest) -> None:
     for key, value in (req.model_extra or {}).items():
         if key in _HARMLESS and _is_harmless(key, value):
             continue
-        if key in _UNSUPPORTED or key in _HARMLESS:
+        if key in _ROUTER_DEFAULTS and value in _ROUTER_DEFAULTS[key]:
+            continue
+        if key in _UNSUPPORTED or key in _HARMLESS or key in _ROUTER_DEFAULTS:
             raise APIError(400, f"{key} is not supported by this server", param=key)
         raise APIError(400, f"Unrecognized request argument supplied: {key[:100]}", param=key[:100])
     if req.store:

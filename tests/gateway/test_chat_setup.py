@@ -26,10 +26,23 @@ def test_harmless_parameters_are_accepted() -> None:
     )  # fmt: skip
 
 
+def test_the_fields_vllm_router_adds_to_every_body_are_accepted_at_their_defaults() -> None:
+    # what vllm-router 0.1.17 forwarded for a plain chat request, captured on loopback
+    refuse_unsupported(
+        request(
+            stream=False, logprobs=False, no_stop_trim=False, ignore_eos=False,
+            continue_final_message=False, skip_special_tokens=True, separate_reasoning=True,
+            stream_reasoning=True, return_hidden_states=False, include_reasoning=True,
+        )
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("fields", "param", "code", "says"),
     [
         ({"max_token": 5}, "max_token", None, "Unrecognized request argument supplied: max_token"),
+        ({"no_stop_trim": True}, "no_stop_trim", None, "not supported"),
+        ({"skip_special_tokens": False}, "skip_special_tokens", None, "not supported"),
         ({"audio": {"voice": "x"}}, "audio", None, "not supported"),
         ({"modalities": ["text", "audio"]}, "modalities", None, "not supported"),
         ({"store": True}, "store", None, "nothing is stored"),
