@@ -18,7 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from batching.outputs import StepStats
 from gateway.backend import Backend, EngineLoader, load_engine
-from gateway.errors import exception_handlers
+from gateway.errors import CatchAll, exception_handlers
 from gateway.metrics import Metrics
 from gateway.middleware import ApiGuard
 from gateway.routes import API_ENDPOINTS, routes
@@ -53,7 +53,7 @@ class GatewayState:
 def create_app(settings: Settings, load_engine: EngineLoader = load_engine) -> Starlette:
     """The gateway's ASGI app; its lifespan loads the model with `load_engine`."""
     state = GatewayState(settings)
-    middleware = []
+    middleware = [Middleware(CatchAll, count=state.count)]
     if settings.cors_origins:
         middleware.append(
             Middleware(

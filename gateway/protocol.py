@@ -6,9 +6,9 @@ Requests only check types and shapes here; value ranges are checked once, by
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from batching.params import SamplingParams
 
@@ -36,7 +36,8 @@ class SamplingRequest(BaseModel):
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    logit_bias: dict[int, float] | None = None
+    # JSON keys are strings: a token id key is the one number parsed from a string.
+    logit_bias: dict[Annotated[int, Strict(False)], float] | None = None
     user: str | None = None
     # Extensions that vLLM and llama-server users know.
     top_k: int | None = None

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.errors import APIError
+from gateway.body import parse_body
+from gateway.errors import APIError, clip
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerateRequest
 from gateway.serving import Serving
 from gateway.sse import event_stream, unless_disconnected
 
 if TYPE_CHECKING:
     from gateway.app import GatewayState
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def _state(request: Request) -> GatewayState:
@@ -34,19 +32,6 @@ def _serving(request: Request) -> Serving:
     return serving
 
 
-async def _parse(request: Request, model: type[M]) -> M:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise APIError(400, f"the body is not valid JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise APIError(400, "the body must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as e:
-        raise APIError.from_validation_error(e) from e
-
-
 def _respond(result: BaseModel | AsyncGenerator[str, None]) -> Response:
     if isinstance(result, BaseModel):
         return JSONResponse(result.model_dump(mode="json"))
@@ -55,19 +40,19 @@ def _respond(result: BaseModel | AsyncGenerator[str, None]) -> Response:
 
 async def completions(request: Request) -> Response:
     serving = _serving(request)
-    req = await _parse(request, CompletionRequest)
+    req = await parse_body(request, CompletionRequest)
     return _respond(await unless_disconnected(request, serving.completion(req)))
 
 
 async def chat_completions(request: Request) -> Response:
     serving = _serving(request)
-    req = await _parse(request, ChatCompletionRequest)
+    req = await parse_body(request, ChatCompletionRequest)
     return _respond(await unless_disconnected(request, serving.chat(req)))
 
 
 async def generate(request: Request) -> Response:
     serving = _serving(request)
-    req = await _parse(request, GenerateRequest)
+    req = await parse_body(request, GenerateRequest)
     return _respond(await unless_disconnected(request, serving.generate(req)))
 
 
@@ -79,7 +64,7 @@ async def model_card(request: Request) -> Response:
     model_list = _serving(request).models()
     card = next((c for c in model_list.data if c.id == request.path_params["model"]), None)
     if card is None:
-        message = f"The model {request.path_params['model']!r} does not exist"
+        message = f"The model {clip(request.path_params['model'])!r} does not exist"
         raise APIError(404, message, param="model", code="model_not_found")
     return JSONResponse(card.model_dump(mode="json"))
 

@@ -10,7 +10,7 @@ from typing import cast
 from batching.params import ParamError, SamplingParams
 from gateway.backend import Backend
 from gateway.choices import chat_logprobs, completion_logprobs
-from gateway.errors import APIError
+from gateway.errors import APIError, clip
 from gateway.jsonschema_gbnf import JSON_OBJECT_GRAMMAR, SchemaError, schema_to_gbnf
 from gateway.metrics import Metrics
 from gateway.protocol import (
@@ -139,7 +139,8 @@ class Serving:
         if req.model is not None and req.model != self.model_name:
             raise APIError(
                 404,
-                f"The model {req.model!r} does not exist; this server serves {self.model_name!r}",
+                f"The model {clip(req.model)!r} does not exist; "
+                f"this server serves {self.model_name!r}",
                 param="model",
                 code="model_not_found",
             )

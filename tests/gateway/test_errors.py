@@ -191,7 +191,7 @@ async def test_an_unexpected_exception_is_a_500_envelope() -> None:
         await wait_for_load(client)
         r = await client.post("/v1/completions", json={"prompt": "x"})
     assert r.status_code == 500
-    assert error_of(r)["message"] == "internal server error" and "Traceback" not in r.text
+    assert error_of(r)["message"].startswith("internal server error") and "Traceback" not in r.text
 
 
 async def test_requests_before_the_model_is_loaded_get_503() -> None:
