@@ -27,6 +27,7 @@ _TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "rate_limit_error",
     CLIENT_CLOSED: "client_closed_request",
     503: "service_unavailable",

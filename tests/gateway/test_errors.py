@@ -16,6 +16,7 @@ from tests.gateway.fake_engine import FakeEngine, running_app, wait_for_load
 
 pytestmark = pytest.mark.anyio
 CHAT = "/v1/chat/completions"
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ async def test_invalid_chat_requests_are_400s() -> None:
 
 async def test_a_body_that_is_not_json_is_a_400() -> None:
     async with running_app() as (client, _, _):
-        r = await client.post("/v1/completions", content=b"{not json")
+        r = await client.post("/v1/completions", content=b"{not json", headers=JSON)
         r2 = await client.post("/v1/completions", json=["a list"])
     assert r.status_code == 400 and "not valid JSON" in error_of(r)["message"]
     assert r2.status_code == 400
@@ -135,7 +136,7 @@ async def test_an_oversized_body_is_a_413() -> None:
             for _ in range(5):
                 yield b" " * 400
 
-        r2 = await client.post("/v1/completions", content=chunked())
+        r2 = await client.post("/v1/completions", content=chunked(), headers=JSON)
     assert r.status_code == 413 and error_of(r)["code"] == "request_too_large"
     assert r2.status_code == 413
     assert not engine.submitted
