@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -14,7 +13,8 @@ from gateway.body import parse_body
 from gateway.errors import APIError, clip
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerateRequest
 from gateway.serving import Serving
-from gateway.sse import event_stream, unless_disconnected
+from gateway.sse import EventStream, unless_disconnected
+from gateway.streams import ChunkStream
 
 if TYPE_CHECKING:
     from gateway.app import GatewayState
@@ -32,28 +32,28 @@ def _serving(request: Request) -> Serving:
     return serving
 
 
-def _respond(result: BaseModel | AsyncGenerator[str, None]) -> Response:
+def _respond(request: Request, result: BaseModel | ChunkStream) -> Response:
     if isinstance(result, BaseModel):
         return JSONResponse(result.model_dump(mode="json"))
-    return event_stream(result)
+    return EventStream(result, _state(request).settings.send_timeout)
 
 
 async def completions(request: Request) -> Response:
     serving = _serving(request)
     req = await parse_body(request, CompletionRequest)
-    return _respond(await unless_disconnected(request, serving.completion(req)))
+    return _respond(request, await unless_disconnected(request, serving.completion(req)))
 
 
 async def chat_completions(request: Request) -> Response:
     serving = _serving(request)
     req = await parse_body(request, ChatCompletionRequest)
-    return _respond(await unless_disconnected(request, serving.chat(req)))
+    return _respond(request, await unless_disconnected(request, serving.chat(req)))
 
 
 async def generate(request: Request) -> Response:
     serving = _serving(request)
     req = await parse_body(request, GenerateRequest)
-    return _respond(await unless_disconnected(request, serving.generate(req)))
+    return _respond(request, await unless_disconnected(request, serving.generate(req)))
 
 
 async def models(request: Request) -> Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator
 from typing import cast
 
 from batching.params import ParamError, SamplingParams
@@ -29,12 +28,12 @@ from gateway.protocol import (
     SamplingRequest,
 )
 from gateway.run import Run
-from gateway.streams import chat_chunks, completion_chunks
+from gateway.streams import ChunkStream, chat_chunks, completion_chunks
 from gateway.templates import ChatTemplate, ChatTemplateError, Turn
 from gateway.tokens import PromptTokenizer
 
-CompletionResult = CompletionResponse | AsyncGenerator[str, None]
-ChatResult = ChatCompletionResponse | AsyncGenerator[str, None]
+CompletionResult = CompletionResponse | ChunkStream
+ChatResult = ChatCompletionResponse | ChunkStream
 
 
 class Serving:

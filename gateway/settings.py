@@ -109,6 +109,14 @@ class Settings:
     max_body_bytes: int = field(
         default=4 * 2**20, metadata=_meta(int, "largest request body accepted", "BYTES")
     )
+    send_timeout: float = field(
+        default=30.0,
+        metadata=_meta(
+            float,
+            "seconds a stream may wait on a client that stopped reading before it is aborted",
+            "SECONDS",
+        ),
+    )
     log_level: str = field(
         default="info", metadata=_meta(_log_level, "one of " + ", ".join(LOG_LEVELS), "LEVEL")
     )

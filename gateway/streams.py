@@ -8,7 +8,6 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 from gateway.choices import chat_logprobs, completion_logprobs
-from gateway.errors import APIError
 from gateway.protocol import (
     ChatChunkChoice,
     ChatCompletionChunk,
@@ -22,7 +21,38 @@ from gateway.protocol import (
 from gateway.run import Run
 
 
-async def completion_chunks(
+class ChunkStream:
+    """The chunks of one streamed response; closing it aborts whatever its Run still runs.
+
+    Closing works even when the chunks were never iterated (the client left before the
+    first byte): a generator that never started cannot clean up after itself.
+    """
+
+    def __init__(self, chunks: AsyncGenerator[str, None], run: Run) -> None:
+        self._chunks = chunks
+        self.run = run
+
+    def __aiter__(self) -> AsyncGenerator[str, None]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+        await self.run.close()
+
+
+def completion_chunks(
+    run: Run, model: str, req: CompletionRequest, echo: list[str] | None
+) -> ChunkStream:
+    """The stream of a completion request."""
+    return ChunkStream(_completion_chunks(run, model, req, echo), run)
+
+
+def chat_chunks(run: Run, model: str, req: ChatCompletionRequest) -> ChunkStream:
+    """The stream of a chat completion request."""
+    return ChunkStream(_chat_chunks(run, model, req), run)
+
+
+async def _completion_chunks(
     run: Run, model: str, req: CompletionRequest, echo: list[str] | None
 ) -> AsyncGenerator[str, None]:
     """Text deltas per choice (the echoed prompt first), then the error or usage if any."""
@@ -53,7 +83,7 @@ async def completion_chunks(
         yield tail
 
 
-async def chat_chunks(
+async def _chat_chunks(
     run: Run, model: str, req: ChatCompletionRequest
 ) -> AsyncGenerator[str, None]:
     """The role delta of every choice first, content deltas, each choice's finish_reason."""
@@ -89,8 +119,9 @@ async def chat_chunks(
 def _tail(run: Run, include_usage: bool, usage_chunk: Callable[[Usage], str]) -> list[str]:
     """After the last delta: an error event if the engine failed, then the usage chunk."""
     tail = []
-    if run.tally.error:
-        tail.append(json.dumps(APIError(500, run.tally.error, code="engine_error").envelope()))
+    error = run.error()
+    if error is not None:
+        tail.append(json.dumps(error.envelope()))
     if include_usage:
         tail.append(usage_chunk(run.tally.usage()))
     return tail
