@@ -11,6 +11,7 @@ from gateway.backend import Backend
 from gateway.choices import chat_logprobs, completion_logprobs
 from gateway.errors import APIError, clip
 from gateway.jsonschema_gbnf import JSON_OBJECT_GRAMMAR, SchemaError, schema_to_gbnf
+from gateway.limits import RequestLimits
 from gateway.metrics import Metrics
 from gateway.protocol import (
     AssistantMessage,
@@ -31,6 +32,7 @@ from gateway.run import Run
 from gateway.streams import ChunkStream, chat_chunks, completion_chunks
 from gateway.templates import ChatTemplate, ChatTemplateError, Turn
 from gateway.tokens import PromptTokenizer
+from gateway.workers import Workers
 
 CompletionResult = CompletionResponse | ChunkStream
 ChatResult = ChatCompletionResponse | ChunkStream
@@ -40,12 +42,20 @@ class Serving:
     """The API's logic over one engine, one model name and one chat template."""
 
     def __init__(
-        self, engine: Backend, model_name: str, template: ChatTemplate, metrics: Metrics
+        self,
+        engine: Backend,
+        model_name: str,
+        template: ChatTemplate,
+        metrics: Metrics,
+        limits: RequestLimits,
+        workers: Workers,
     ) -> None:
         self.engine = engine
         self.model_name = model_name
         self.template = template
         self.metrics = metrics
+        self.limits = limits
+        self.workers = workers  # prompts are rendered and tokenized there, off the event loop
         self.tokenizer = PromptTokenizer(engine)
         self.created = int(time.time())
 
@@ -59,7 +69,10 @@ class Serving:
         """POST /v1/completions: a response, or (stream=true) the chunks' JSON."""
         self._check_request(req)
         _refuse_unsupported(req)
-        texts, prompts = self._completion_prompts(req.prompt)
+        items = _prompt_items(req.prompt)
+        self.limits.check_sequences(len(items), req.n)
+        self.limits.check_chars(sum(len(p) for p in items if isinstance(p, str)), "prompt")
+        texts, prompts = await self.workers.run(self._completion_prompts, items)
         max_tokens = 16 if req.max_tokens is None else req.max_tokens
         for ids in prompts:
             self._check_fits(len(ids), max_tokens, "prompt")
@@ -89,7 +102,9 @@ class Serving:
     async def chat(self, req: ChatCompletionRequest) -> ChatResult:
         """POST /v1/chat/completions: a response, or (stream=true) the chunks' JSON."""
         self._check_request(req)
-        ids = self._chat_prompt(req)
+        self.limits.check_sequences(1, req.n)
+        self.limits.check_chars(sum(len(m.text) for m in req.messages), "messages")
+        ids = await self.workers.run(self._chat_prompt, req)
         max_tokens = (
             req.max_tokens if req.max_completion_tokens is None else req.max_completion_tokens
         )
@@ -122,7 +137,8 @@ class Serving:
 
     async def generate(self, req: GenerateRequest) -> GenerateResponse:
         """POST /generate/: the legacy endpoint; the prompt is sent as it is, no template."""
-        ids = self.tokenizer.text(req.prompt)
+        self.limits.check_chars(len(req.prompt), "prompt")
+        ids = await self.workers.run(self.tokenizer.text, req.prompt)
         self._check_fits(len(ids), req.max_tokens, "prompt")
         try:
             params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature)
@@ -148,16 +164,9 @@ class Serving:
             raise APIError(400, message, param="n")
 
     def _completion_prompts(
-        self, prompt: str | list[str] | list[int] | list[list[int]]
+        self, items: list[str | list[int]]
     ) -> tuple[list[str], list[list[int]]]:
-        """The prompts' texts (for echo) and token ids."""
-        items: list[str | list[int]]
-        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
-            items = [prompt]  # one prompt: a string or a list of token ids
-        else:
-            items = cast("list[str | list[int]]", list(prompt))  # strings or id lists
-        if not items:
-            raise APIError(400, "prompt must not be empty", param="prompt")
+        """The prompts' texts (for echo) and token ids (in a worker thread)."""
         texts: list[str] = []
         prompts: list[list[int]] = []
         n_vocab = self.engine.model.n_vocab
@@ -182,6 +191,7 @@ class Serving:
         return self.tokenizer.chat(rendered)
 
     def _check_fits(self, num_prompt: int, max_tokens: int, prompt_param: str) -> None:
+        self.limits.check_tokens(num_prompt, prompt_param)
         n_ctx = self.engine.model.n_ctx
         if num_prompt + max(max_tokens, 1) <= n_ctx:
             return
@@ -235,6 +245,20 @@ class Serving:
             if e.status == 429:
                 self.metrics.rejected()
             raise
+
+
+def _prompt_items(
+    prompt: str | list[str] | list[int] | list[list[int]],
+) -> list[str | list[int]]:
+    """The prompts of a completion request: strings or token id lists."""
+    items: list[str | list[int]]
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        items = [prompt]  # one prompt: a string or a list of token ids
+    else:
+        items = cast("list[str | list[int]]", list(prompt))  # strings or id lists
+    if not items:
+        raise APIError(400, "prompt must not be empty", param="prompt")
+    return items
 
 
 def _refuse_unsupported(req: CompletionRequest) -> None:
