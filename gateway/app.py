@@ -18,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from batching.outputs import StepStats
 from gateway.backend import Backend, EngineLoader, load_engine
+from gateway.drain import Drain, DrainGuard
 from gateway.errors import CatchAll, exception_handlers
 from gateway.limits import RequestLimits
 from gateway.metrics import Metrics
@@ -41,6 +42,7 @@ class GatewayState:
     metrics: Metrics | None = None
     load_error: str | None = None
     workers: Workers = field(init=False)
+    drain: Drain = field(default_factory=Drain)
 
     def __post_init__(self) -> None:
         self.workers = Workers(self.settings.prompt_threads)
@@ -59,7 +61,10 @@ class GatewayState:
 def create_app(settings: Settings, load_engine: EngineLoader = load_engine) -> Starlette:
     """The gateway's ASGI app; its lifespan loads the model with `load_engine`."""
     state = GatewayState(settings)
-    middleware = [Middleware(CatchAll, count=state.count)]
+    middleware = [
+        Middleware(CatchAll, count=state.count),
+        Middleware(DrainGuard, drain=state.drain, count=state.count),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(

@@ -71,6 +71,8 @@ async def model_card(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     state = _state(request)
+    if state.drain.is_draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     if state.load_error is not None:
         return JSONResponse({"status": "error", "error": state.load_error}, status_code=503)
     if state.serving is None or not state.serving.engine.is_ready:

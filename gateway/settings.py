@@ -156,6 +156,14 @@ class Settings:
             "SECONDS",
         ),
     )
+    shutdown_grace: float = field(
+        default=30.0,
+        metadata=_meta(
+            _seconds,
+            "on SIGTERM: seconds running requests may take to finish before they are ended",
+            "SECONDS",
+        ),
+    )
     log_level: str = field(
         default="info", metadata=_meta(_log_level, "one of " + ", ".join(LOG_LEVELS), "LEVEL")
     )
