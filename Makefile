@@ -1,7 +1,7 @@
 # One command per chore.
 PY ?= python3
 
-.PHONY: install serve fmt check test e2e up bench-prepare
+.PHONY: install serve fmt check test e2e fuzz up bench-prepare
 
 install:
 	$(PY) -m pip install -e ".[test]"
@@ -23,6 +23,9 @@ test:
 
 e2e:
 	$(PY) -m pytest -m model tests/e2e
+
+fuzz:
+	bash .ci/fuzz-api
 
 up:
 	docker compose -f deploy/compose.yaml up --build

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import APIError, StatusCounter
 
 PROTECTED_PREFIXES = ("/v1/", "/generate")  # /health and /metrics stay open, as in vLLM
+JSON_BODY_PATHS = ("/v1/completions", "/v1/chat/completions", "/generate/")
 
 
 class ApiGuard:
@@ -52,7 +53,8 @@ class ApiGuard:
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if scope["method"] == "POST" and not _is_json(headers.get(b"content-type", b"")):
+        is_json = _is_json(headers.get(b"content-type", b""))
+        if scope["method"] == "POST" and path in JSON_BODY_PATHS and not is_json:
             message = "the body must be JSON, sent with 'Content-Type: application/json'"
             return APIError(415, message, code="unsupported_media_type")
         length = headers.get(b"content-length", b"")

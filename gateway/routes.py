@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.body import parse_body
 from gateway.errors import APIError, clip
+from gateway.openapi import openapi_json
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerateRequest
 from gateway.serving import Serving
 from gateway.sse import EventStream, unless_disconnected
@@ -80,6 +81,11 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def openapi(request: Request) -> Response:
+    body = openapi_json(_state(request).settings.api_key is not None)
+    return Response(body, media_type="application/json")
+
+
 async def metrics(request: Request) -> Response:
     state = _state(request)
     if state.metrics is None:
@@ -101,4 +107,5 @@ def routes() -> list[BaseRoute]:
         Route("/v1/models/{model:path}", model_card, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]

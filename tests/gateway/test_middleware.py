@@ -74,3 +74,9 @@ async def test_get_routes_need_no_content_type() -> None:
     async with running_app() as (client, _, _):
         assert (await client.get("/v1/models")).status_code == 200
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_a_post_to_a_get_route_is_a_405_whatever_its_content_type() -> None:
+    async with running_app() as (client, _, _):
+        r = await client.post("/v1/models", content=b"x", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 405 and r.headers["allow"]
