@@ -80,3 +80,13 @@ async def test_a_post_to_a_get_route_is_a_405_whatever_its_content_type() -> Non
     async with running_app() as (client, _, _):
         r = await client.post("/v1/models", content=b"x", headers={"Content-Type": "text/plain"})
     assert r.status_code == 405 and r.headers["allow"]
+
+
+async def test_a_50_mb_body_is_a_413_without_being_read() -> None:
+    body = b'{"prompt": "' + b"x" * (50 * 2**20) + b'"}'
+    async with running_app() as (client, engine, _):
+        r = await client.post(
+            "/v1/completions", content=body, headers={"Content-Type": "application/json"}
+        )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert not engine.submitted

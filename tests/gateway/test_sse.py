@@ -154,3 +154,14 @@ async def test_a_stream_whose_client_left_before_the_first_byte_frees_its_slot()
             await asyncio.sleep(0.01)
     assert engine.submitted and engine.aborted == [engine.submitted[0][0]]
     assert not engine.active
+
+
+async def test_a_stream_refused_for_capacity_is_a_plain_429_without_a_role_chunk() -> None:
+    engine = FakeEngine(max_queue=0)
+    async with running_app(engine) as (client, _, _):
+        engine.active.update({"a", "b", "c", "d"})  # every slot is busy
+        body = {"messages": [{"role": "user", "content": "x"}], "stream": True}
+        r = await client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 429 and r.headers["retry-after"]
+    assert r.headers["content-type"] == "application/json"
+    assert "assistant" not in r.text  # no role chunk went out for a request that never ran
