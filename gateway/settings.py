@@ -152,7 +152,7 @@ class Settings:
         default=30.0,
         metadata=_meta(
             _seconds,
-            "seconds a stream may wait on a client that stopped reading before it is aborted",
+            "seconds a stream waits on a client that stopped reading before aborting; 0 = never",
             "SECONDS",
         ),
     )

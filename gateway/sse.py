@@ -34,7 +34,7 @@ class EventStream(EventSourceResponse):
             _events(chunks),
             sep="\n",
             headers={"X-Accel-Buffering": "no"},
-            send_timeout=send_timeout,
+            send_timeout=send_timeout or None,  # 0: wait on the client forever
         )
         self._chunks = chunks
 

@@ -65,3 +65,29 @@ def test_engine_config_mirrors_the_flags() -> None:
     assert (config.n_ctx, config.n_batch, config.n_ubatch) == (2048, 256, 256)
     assert config.n_gpu_layers == -1 and config.max_queue == 3
     assert settings.model_name == "m"  # the file name when no --served-model-name
+
+
+def test_the_request_and_shutdown_limits_have_flags_and_variables() -> None:
+    settings = parse([])
+    assert (settings.shutdown_grace, settings.send_timeout) == (30.0, 30.0)
+    assert (settings.max_prompt_chars, settings.max_prompt_tokens) == (1_000_000, 0)
+    env = {"LLM_GATEWAY_SHUTDOWN_GRACE": "12.5", "LLM_GATEWAY_MAX_PROMPT_TOKENS": "4096"}
+    settings = parse(["--prompt-threads", "2", "--max-prompt-chars", "5000"], env)
+    assert settings.shutdown_grace == 12.5 and settings.max_prompt_tokens == 4096
+    assert settings.prompt_threads == 2 and settings.max_prompt_chars == 5000
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SHUTDOWN_GRACE", "-1"),
+        ("SHUTDOWN_GRACE", "nan"),
+        ("SEND_TIMEOUT", "soon"),
+        ("PROMPT_THREADS", "0"),
+        ("MAX_PROMPT_CHARS", "0"),
+        ("MAX_PROMPT_TOKENS", "-5"),
+    ],
+)
+def test_out_of_range_limits_are_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"LLM_GATEWAY_{name}"):
+        Settings.from_env({f"LLM_GATEWAY_{name}": value})
