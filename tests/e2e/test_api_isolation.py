@@ -65,7 +65,7 @@ def test_health_stays_fast_while_a_4_mb_prompt_is_tokenized(
     latencies.sort()
     # Before: /health waited 4-5 s for the tokenizer. The worst case allowed here is the
     # parse of the 4 MB body (on the event loop) plus a busy 2-core CI machine.
-    assert latencies[-1] < 0.25 and latencies[len(latencies) // 2] < 0.05, latencies[-5:]
+    assert latencies[-1] < 0.5 and latencies[len(latencies) // 2] < 0.05, latencies[-5:]
 
 
 def test_two_thousand_prompts_are_refused_at_once(gateway_url: str) -> None:

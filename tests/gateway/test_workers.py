@@ -60,5 +60,5 @@ async def test_health_answers_while_a_prompt_is_tokenized(
         await asyncio.sleep(0.05)
         latencies = await _health_latencies(client, busy)
         assert (await busy).status_code == 200
-    assert len(latencies) >= 5 and max(latencies) < 0.1  # the loop never waited on the tokenizer
+    assert len(latencies) >= 5 and max(latencies) < 0.2  # the loop never waited 0.4 s for it
     assert threading.main_thread().name not in engine.threads
