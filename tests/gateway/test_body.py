@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -151,3 +152,28 @@ async def test_an_unexpected_error_is_a_500_envelope_with_a_request_id(
     assert request_id in error["message"]
     logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
     assert len(logged) == 1 and logged[0].exc_info is not None  # once, with its traceback
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/completions", {"prompt": "x", "stop": [1] * 1_000_000}, "stop"),
+        ("/v1/completions", {"prompt": [5] + ["a"] * 800_000}, "prompt"),
+        ("/v1/completions", {"prompt": "x", "logit_bias": {str(i): "a" for i in range(200_000)}},
+         "logit_bias"),
+        (CHAT, {"messages": [1] * 1_000_000}, "messages"),
+        (CHAT, {"messages": [{"role": "user", "content": [1] * 1_000_000}]}, "messages.0.content"),
+    ],
+    ids=["stop", "prompt", "logit_bias", "messages", "content"],
+)  # fmt: skip
+async def test_a_4_mb_list_of_wrong_items_is_refused_in_a_moment(
+    path: str, body: dict[str, Any], param: str
+) -> None:
+    raw = json.dumps(body).encode()
+    async with running_app(max_body_bytes=8 * 2**20) as (client, engine, _):
+        start = time.perf_counter()
+        r = await client.post(path, content=raw, headers=JSON)
+        elapsed = time.perf_counter() - start
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith(param)
+    assert elapsed < 1.0  # pydantic reported every bad item: 10-15 s on the event loop before
+    assert not engine.submitted
