@@ -3,7 +3,7 @@ PY ?= python3
 # Docker's compose plugin, else the standalone docker-compose (Debian's package)
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
 
-.PHONY: install serve fmt check test e2e up up-gpu deploy-check bench-prepare
+.PHONY: install serve fmt check test e2e fuzz up up-gpu deploy-check bench-prepare
 
 install:
 	$(PY) -m pip install -e ".[test]"
@@ -25,6 +25,9 @@ test:
 
 e2e:
 	$(PY) -m pytest -m model tests/e2e
+
+fuzz:
+	bash .ci/fuzz-api
 
 up:
 	$(COMPOSE) -f deploy/compose.yaml up --build

@@ -25,13 +25,18 @@ logger = logging.getLogger("batching.engine")
 
 
 class RequestStream:
-    """The outputs of one request's choices, in order; closing it early aborts the request."""
+    """The outputs of one request's choices, in order; closing it early aborts the request.
+
+    Two counts: `_running` choices hold capacity until the engine reports their end (or the
+    stream is closed, which gives it back at once); `_remaining` ends are still to be read.
+    """
 
     def __init__(self, engine: AsyncEngine, request_id: str, n: int) -> None:
         self._engine = engine
         self.request_id = request_id
         self._queue: asyncio.Queue[StepOutput] = asyncio.Queue()
         self._remaining = n
+        self._running = set(range(n))
 
     def __aiter__(self) -> AsyncIterator[StepOutput]:
         return self
@@ -46,16 +51,20 @@ class RequestStream:
             raise
         if out.finish_reason is not None:
             self._remaining -= 1
-            if self._remaining == 0:
-                self._engine._forget(self.request_id)
         return out
 
     async def aclose(self) -> None:
-        """Stop listening; an unfinished request is aborted and its slot freed."""
-        if self._remaining:
-            self._remaining = 0
-            self._engine._forget(self.request_id)
-            self._engine.abort(self.request_id)
+        """Stop listening; an unfinished request is aborted and its capacity freed now."""
+        self._remaining = 0
+        if self._running:
+            self._engine._release(self, abort=True)
+
+    def _end(self, out: StepOutput) -> None:
+        """Queue an output (on the event loop); a choice's last one gives its place back."""
+        if out.finish_reason is not None and out.index in self._running:
+            self._running.discard(out.index)
+            self._engine._release(self, abort=False, num_seqs=1)
+        self._queue.put_nowait(out)
 
 
 class AsyncEngine:
@@ -130,11 +139,39 @@ class AsyncEngine:
     def abort(self, request_id: str) -> None:
         self._commands.put(("abort", request_id))
 
+    def abort_all(self, error: str) -> None:
+        """End every open request now with finish_reason "abort" and `error`; refuse new ones.
+
+        For a server that stops: each client reads an explicit end instead of waiting for
+        outputs that will never come. Call on the event loop.
+        """
+        self.is_ready = False
+        self._end_all("abort", error)
+
     def stats(self) -> EngineStats:
         return self._stats
 
-    def _forget(self, request_id: str) -> None:
-        self._streams.pop(request_id, None)
+    def _release(self, stream: RequestStream, abort: bool, num_seqs: int = 0) -> None:
+        """Give back `num_seqs` places, plus those of the choices still running if `abort`.
+
+        The count is the event loop's own: a client that leaves frees its places at once,
+        without waiting for the engine thread to step and report the abort.
+        """
+        if abort:
+            num_seqs += len(stream._running)
+            stream._running.clear()
+            self.abort(stream.request_id)
+        self._num_seqs = max(self._num_seqs - num_seqs, 0)
+        if not stream._running and self._streams.get(stream.request_id) is stream:
+            del self._streams[stream.request_id]
+
+    def _end_all(self, finish_reason: str, error: str) -> None:
+        for stream in list(self._streams.values()):
+            running = sorted(stream._running)
+            self._release(stream, abort=True)
+            for index in running:
+                out = StepOutput(stream.request_id, index, "", [], finish_reason, error)
+                stream._queue.put_nowait(out)
 
     # -- engine thread ---------------------------------------------------------------------
 
@@ -178,22 +215,9 @@ class AsyncEngine:
 
     def _deliver(self, outputs: list[StepOutput]) -> None:
         for out in outputs:
-            if out.finish_reason is not None:
-                self._num_seqs = max(self._num_seqs - 1, 0)
             stream = self._streams.get(out.request_id)
-            if stream is not None:
-                stream._queue.put_nowait(out)
+            if stream is not None:  # a closed stream gave its places back already
+                stream._end(out)
 
     def _fail_all(self) -> None:
-        for request_id, stream in list(self._streams.items()):
-            for index in range(stream._remaining):
-                stream._queue.put_nowait(
-                    StepOutput(
-                        request_id,
-                        index,
-                        "",
-                        [],
-                        finish_reason="error",
-                        error="the engine stopped unexpectedly",
-                    )
-                )
+        self._end_all("error", "the engine stopped unexpectedly")

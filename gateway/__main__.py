@@ -63,6 +63,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.server import GatewayServer
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -80,13 +81,15 @@ def serve(settings: Settings) -> int:
     if problem:
         log.error(problem)
         return 2
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=5,  # after the drain: for connections that still linger
     )
+    GatewayServer(config, app.state.gateway, settings.shutdown_grace).run()
     return 0
 
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -18,13 +18,16 @@ from starlette.middleware.cors import CORSMiddleware
 
 from batching.outputs import StepStats
 from gateway.backend import Backend, EngineLoader, load_engine
-from gateway.errors import exception_handlers
+from gateway.drain import Drain, DrainGuard
+from gateway.errors import CatchAll, exception_handlers
+from gateway.limits import RequestLimits
 from gateway.metrics import Metrics
 from gateway.middleware import ApiGuard
 from gateway.routes import API_ENDPOINTS, routes
 from gateway.serving import Serving
 from gateway.settings import Settings
 from gateway.templates import select_template
+from gateway.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,11 @@ class GatewayState:
     serving: Serving | None = None
     metrics: Metrics | None = None
     load_error: str | None = None
+    workers: Workers = field(init=False)
+    drain: Drain = field(default_factory=Drain)
+
+    def __post_init__(self) -> None:
+        self.workers = Workers(self.settings.prompt_threads)
 
     def count(self, path: str, status: int) -> None:
         """Count a request that ended before reaching the engine (4xx, 5xx)."""
@@ -53,7 +61,10 @@ class GatewayState:
 def create_app(settings: Settings, load_engine: EngineLoader = load_engine) -> Starlette:
     """The gateway's ASGI app; its lifespan loads the model with `load_engine`."""
     state = GatewayState(settings)
-    middleware = []
+    middleware = [
+        Middleware(CatchAll, count=state.count),
+        Middleware(DrainGuard, drain=state.drain, count=state.count),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -91,6 +102,7 @@ def _lifespan(
             yield
         finally:
             await asyncio.wait((loading,))  # a load in progress cannot be interrupted
+            state.workers.shutdown()
             if state.engine is not None:
                 state.serving = None
                 state.engine.shutdown()
@@ -111,8 +123,19 @@ async def _load(state: GatewayState, load_engine: EngineLoader) -> None:
         log.exception("loading the model failed")
         state.load_error = f"{type(e).__name__}: {e}"
         return
+    limits = RequestLimits(
+        max_prompt_chars=settings.max_prompt_chars,
+        max_prompt_tokens=settings.max_prompt_tokens,
+        capacity=engine.model.n_slots + settings.max_queue,
+    )
     state.serving = Serving(
-        engine, settings.model_name, template, state.metrics, settings.grammar_limits()
+        engine,
+        settings.model_name,
+        template,
+        state.metrics,
+        limits,
+        state.workers,
+        settings.grammar_limits(),
     )
     model = engine.model
     log.info(

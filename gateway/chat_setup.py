@@ -21,6 +21,7 @@ from gateway.templates import (
 )
 from gateway.tool_prompt import as_text, instruction, tool_dicts, with_instruction
 from gateway.tools import ToolPlan, plan_tools
+from gateway.workers import Workers
 
 # OpenAI parameters this server cannot honour: a 400 rather than a silent difference.
 _UNSUPPORTED = ("audio", "prediction", "web_search_options", "reasoning_effort", "verbosity")
@@ -62,14 +63,15 @@ class ChatPreparer:
         self.template = template
         self.grammars = grammars
 
-    async def prepare(self, req: ChatCompletionRequest) -> ChatSetup:
-        """The setup of `req`; APIError (400) for anything it cannot honour."""
+    async def prepare(self, req: ChatCompletionRequest, workers: Workers) -> ChatSetup:
+        """The setup of `req`; APIError (400) for anything it cannot honour. The template is
+        rendered in `workers`, off the event loop."""
         refuse_unsupported(req)
         plan = plan_tools(
             req.tools, req.tool_choice, req.parallel_tool_calls, req.functions, req.function_call
         )
         response = response_spec(req.response_format)
-        prompt = self.render(req, plan, response)
+        prompt = await workers.run(self.render, req, plan, response)
         try:
             grammar = await self.grammars.get(plan, response)
         except SchemaError as e:

@@ -1,14 +1,16 @@
 """Wire models of the OpenAI-compatible API (pydantic v2): requests, responses, stream chunks.
 
 Requests only check types and shapes here; value ranges are checked once, by
-`SamplingParams`, whose `ParamError` names the offending parameter.
+`SamplingParams`, whose `ParamError` names the offending parameter. Lists stop at their first
+bad item (`List`) and logit_bias is bounded before its entries are looked at: pydantic reports
+every bad item, and a 4 MB list of them took seconds on the event loop.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from batching.params import SamplingParams
 from gateway.tool_protocol import (
@@ -20,6 +22,11 @@ from gateway.tool_protocol import (
     ToolCallDelta,
     ToolChoice,
 )
+
+MAX_LOGIT_BIAS = 4096  # entries
+
+T = TypeVar("T")
+List = Annotated[list[T], Field(fail_fast=True)]  # a list whose first bad item is the error
 
 
 def _omit_none(value: Any) -> bool:
@@ -41,7 +48,7 @@ class SamplingRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=128)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
+    stop: str | List[str] | None = None
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
@@ -52,6 +59,19 @@ class SamplingRequest(BaseModel):
     min_p: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool = False
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _token_ids(cls, value: Any) -> Any:
+        """JSON keys are strings: each must be a token id. Bounded before it is looked at."""
+        if not isinstance(value, dict):
+            return value
+        if len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"logit_bias takes at most {MAX_LOGIT_BIAS} tokens")
+        try:
+            return {int(key): bias for key, bias in value.items()}
+        except ValueError:
+            raise ValueError("logit_bias keys must be token ids (integers)") from None
 
     @property
     def include_usage(self) -> bool:
@@ -80,9 +100,6 @@ class SamplingRequest(BaseModel):
         )
 
 
-T = TypeVar("T")
-
-
 def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
@@ -90,7 +107,7 @@ def _or(value: T | None, default: T) -> T:
 class CompletionRequest(SamplingRequest):
     """POST /v1/completions."""
 
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | List[str] | List[int] | List[List[int]]
     max_tokens: int | None = 16
     logprobs: int | None = None
     echo: bool = False
@@ -110,7 +127,7 @@ class ContentPart(BaseModel):
 
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
+    content: str | List[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None  # assistant
     tool_call_id: str | None = None  # tool
@@ -135,7 +152,7 @@ class ChatCompletionRequest(SamplingRequest):
 
     model_config = ConfigDict(extra="allow")
 
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: List[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     logprobs: bool = False

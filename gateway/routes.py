@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.errors import APIError
+from gateway.body import parse_body
+from gateway.errors import APIError, clip
+from gateway.openapi import openapi_json
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerateRequest
 from gateway.serving import Serving
-from gateway.sse import event_stream, unless_disconnected
+from gateway.sse import EventStream, unless_disconnected
+from gateway.streams import ChunkStream
 from gateway.worker import worker_routes
 
 if TYPE_CHECKING:
     from gateway.app import GatewayState
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def _state(request: Request) -> GatewayState:
@@ -35,44 +34,33 @@ def _serving(request: Request) -> Serving:
     return serving
 
 
-async def _parse(request: Request, model: type[M]) -> M:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise APIError(400, f"the body is not valid JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise APIError(400, "the body must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as e:
-        raise APIError.from_validation_error(e) from e
-
-
-def _respond(result: BaseModel | AsyncGenerator[str, None]) -> Response:
-    """The response, with `x-request-id` equal to the response's id where it has one."""
-    request_id = getattr(result, "id", None) or getattr(result, "request_id", None)
-    headers = {"x-request-id": request_id} if isinstance(request_id, str) else {}
+def _respond(request: Request, result: BaseModel | ChunkStream) -> Response:
+    """The response, with `x-request-id` equal to the response's id."""
     if isinstance(result, BaseModel):
+        request_id = getattr(result, "id", None)
+        headers = {"x-request-id": request_id} if isinstance(request_id, str) else {}
         return JSONResponse(result.model_dump(mode="json"), headers=headers)
-    return event_stream(result, headers)
+    stream = EventStream(result, _state(request).settings.send_timeout)
+    stream.headers["x-request-id"] = result.request_id
+    return stream
 
 
 async def completions(request: Request) -> Response:
     serving = _serving(request)
-    req = await _parse(request, CompletionRequest)
-    return _respond(await unless_disconnected(request, serving.completion(req)))
+    req = await parse_body(request, CompletionRequest)
+    return _respond(request, await unless_disconnected(request, serving.completion(req)))
 
 
 async def chat_completions(request: Request) -> Response:
     serving = _serving(request)
-    req = await _parse(request, ChatCompletionRequest)
-    return _respond(await unless_disconnected(request, serving.chat(req)))
+    req = await parse_body(request, ChatCompletionRequest)
+    return _respond(request, await unless_disconnected(request, serving.chat(req)))
 
 
 async def generate(request: Request) -> Response:
     serving = _serving(request)
-    req = await _parse(request, GenerateRequest)
-    return _respond(await unless_disconnected(request, serving.generate(req)))
+    req = await parse_body(request, GenerateRequest)
+    return _respond(request, await unless_disconnected(request, serving.generate(req)))
 
 
 async def models(request: Request) -> Response:
@@ -83,18 +71,25 @@ async def model_card(request: Request) -> Response:
     model_list = _serving(request).models()
     card = next((c for c in model_list.data if c.id == request.path_params["model"]), None)
     if card is None:
-        message = f"The model {request.path_params['model']!r} does not exist"
+        message = f"The model {clip(request.path_params['model'])!r} does not exist"
         raise APIError(404, message, param="model", code="model_not_found")
     return JSONResponse(card.model_dump(mode="json"))
 
 
 async def health(request: Request) -> Response:
     state = _state(request)
+    if state.drain.is_draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     if state.load_error is not None:
         return JSONResponse({"status": "error", "error": state.load_error}, status_code=503)
     if state.serving is None or not state.serving.engine.is_ready:
         return JSONResponse({"status": "loading"}, status_code=503)
     return JSONResponse({"status": "ok"})
+
+
+async def openapi(request: Request) -> Response:
+    body = openapi_json(_state(request).settings.api_key is not None)
+    return Response(body, media_type="application/json")
 
 
 async def metrics(request: Request) -> Response:
@@ -119,4 +114,5 @@ def routes() -> list[BaseRoute]:
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *worker_routes(),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]

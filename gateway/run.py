@@ -75,17 +75,33 @@ class Run:
         finally:
             for stream in self._streams:
                 await stream.aclose()
-            if self.tally.error:
-                log.warning(
-                    "request %s failed in the engine: %s", self.request_id, self.tally.error
-                )
-                status = 500 if status == 200 else status
+            error = self.error()
+            if error is not None:
+                log.warning("request %s ended early: %s", self.request_id, error.message)
+                status = error.status if status == 200 else status
             self._trace.finish(status)
 
+    async def close(self) -> None:
+        """Abort every choice still running and give its capacity back (idempotent)."""
+        for stream in self._streams:
+            await stream.aclose()
+
     async def collect(self) -> Tally:
-        """Wait for every choice to end; an engine error becomes a 500."""
+        """Wait for every choice to end; an engine error becomes a 500, a shutdown a 503."""
         async for _ in self.outputs():
             pass
-        if self.tally.error:
-            raise APIError(500, self.tally.error, code="engine_error", is_counted=True)
+        error = self.error()
+        if error is not None:
+            raise error
         return self.tally
+
+    def error(self) -> APIError | None:
+        """Why a choice ended early: the engine failed (500) or the server stops (503)."""
+        if not self.tally.error:
+            return None
+        if any(c.finish_reason == "abort" for c in self.tally.choices):
+            headers = {"Retry-After": "5"}
+            return APIError(
+                503, self.tally.error, code="server_shutting_down", headers=headers, is_counted=True
+            )
+        return APIError(500, self.tally.error, code="engine_error", is_counted=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncGenerator
 from typing import cast
 
 from batching.params import ParamError, SamplingParams
@@ -14,12 +13,14 @@ from gateway.chat_grammar import GrammarCache
 from gateway.chat_output import chat_choice
 from gateway.chat_setup import ChatPreparer
 from gateway.choices import completion_logprobs
-from gateway.errors import APIError
+from gateway.errors import APIError, clip
 from gateway.jsonschema import Limits
+from gateway.limits import RequestLimits
 from gateway.metrics import Metrics
 from gateway.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatMessage,
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
@@ -33,9 +34,10 @@ from gateway.run import Run
 from gateway.streams import ChunkStream, chat_chunks, completion_chunks
 from gateway.templates import ChatTemplate
 from gateway.tokens import PromptTokenizer
+from gateway.workers import Workers
 
-CompletionResult = CompletionResponse | AsyncGenerator[str, None]
-ChatResult = ChatCompletionResponse | AsyncGenerator[str, None]
+CompletionResult = CompletionResponse | ChunkStream
+ChatResult = ChatCompletionResponse | ChunkStream
 
 
 class Serving:
@@ -47,15 +49,19 @@ class Serving:
         model_name: str,
         template: ChatTemplate,
         metrics: Metrics,
-        limits: Limits | None = None,
+        limits: RequestLimits,
+        workers: Workers,
+        grammar_limits: Limits | None = None,
     ) -> None:
         self.engine = engine
         self.model_name = model_name
         self.template = template
         self.metrics = metrics
+        self.limits = limits
+        self.workers = workers  # prompts are rendered and tokenized there, off the event loop
         self.tokenizer = PromptTokenizer(engine)
         self.created = int(time.time())
-        self.grammars = GrammarCache(limits or Limits())
+        self.grammars = GrammarCache(grammar_limits or Limits())
         self.chat_preparer = ChatPreparer(template, self.grammars)
         self.fingerprint = _fingerprint(engine, template)
 
@@ -69,7 +75,10 @@ class Serving:
         """POST /v1/completions: a response, or (stream=true) the chunks' JSON."""
         self._check_request(req)
         _refuse_unsupported(req)
-        texts, prompts = self._completion_prompts(req.prompt)
+        items = _prompt_items(req.prompt)
+        self.limits.check_sequences(len(items), req.n)
+        self.limits.check_chars(sum(len(p) for p in items if isinstance(p, str)), "prompt")
+        texts, prompts = await self.workers.run(self._completion_prompts, items)
         max_tokens = 16 if req.max_tokens is None else req.max_tokens
         for ids in prompts:
             self._check_fits(len(ids), max_tokens, "prompt")
@@ -77,7 +86,7 @@ class Serving:
         run = await self._start("cmpl", "/v1/completions", prompts, params, req.n)
         echo = texts if req.echo else None
         if req.stream:
-            return ChunkStream(run.request_id, completion_chunks(run, self.model_name, req, echo))
+            return completion_chunks(run, self.model_name, req, echo)
         tally = await run.collect()
         choices = [
             CompletionChoice(
@@ -99,8 +108,10 @@ class Serving:
     async def chat(self, req: ChatCompletionRequest) -> ChatResult:
         """POST /v1/chat/completions: a response, or (stream=true) the chunks' JSON."""
         self._check_request(req)
-        setup = await self.chat_preparer.prepare(req)
-        ids = self.tokenizer.chat(setup.prompt)
+        self.limits.check_sequences(1, req.n)
+        self.limits.check_chars(sum(_num_chars(m) for m in req.messages), "messages")
+        setup = await self.chat_preparer.prepare(req, self.workers)
+        ids = await self.workers.run(self.tokenizer.chat, setup.prompt)
         max_tokens = (
             req.max_tokens if req.max_completion_tokens is None else req.max_completion_tokens
         )
@@ -112,8 +123,7 @@ class Serving:
         run = await self._start("chatcmpl", "/v1/chat/completions", [ids], params, req.n)
         outputs = [setup.choice_output() for _ in run.tally.choices]
         if req.stream:
-            chunks = chat_chunks(run, self.model_name, req, outputs, self.fingerprint)
-            return ChunkStream(run.request_id, chunks)
+            return chat_chunks(run, self.model_name, req, outputs, self.fingerprint)
         tally = await run.collect()
         choices = [
             chat_choice(c, output, req.logprobs)
@@ -130,7 +140,8 @@ class Serving:
 
     async def generate(self, req: GenerateRequest) -> GenerateResponse:
         """POST /generate/: the legacy endpoint; the prompt is sent as it is, no template."""
-        ids = self.tokenizer.text(req.prompt)
+        self.limits.check_chars(len(req.prompt), "prompt")
+        ids = await self.workers.run(self.tokenizer.text, req.prompt)
         self._check_fits(len(ids), req.max_tokens, "prompt")
         try:
             params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature)
@@ -146,7 +157,8 @@ class Serving:
         if req.model is not None and req.model != self.model_name:
             raise APIError(
                 404,
-                f"The model {req.model!r} does not exist; this server serves {self.model_name!r}",
+                f"The model {clip(req.model)!r} does not exist; "
+                f"this server serves {self.model_name!r}",
                 param="model",
                 code="model_not_found",
             )
@@ -155,16 +167,9 @@ class Serving:
             raise APIError(400, message, param="n")
 
     def _completion_prompts(
-        self, prompt: str | list[str] | list[int] | list[list[int]]
+        self, items: list[str | list[int]]
     ) -> tuple[list[str], list[list[int]]]:
-        """The prompts' texts (for echo) and token ids."""
-        items: list[str | list[int]]
-        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
-            items = [prompt]  # one prompt: a string or a list of token ids
-        else:
-            items = cast("list[str | list[int]]", list(prompt))  # strings or id lists
-        if not items:
-            raise APIError(400, "prompt must not be empty", param="prompt")
+        """The prompts' texts (for echo) and token ids (in a worker thread)."""
         texts: list[str] = []
         prompts: list[list[int]] = []
         n_vocab = self.engine.model.n_vocab
@@ -181,6 +186,7 @@ class Serving:
         return texts, prompts
 
     def _check_fits(self, num_prompt: int, max_tokens: int, prompt_param: str) -> None:
+        self.limits.check_tokens(num_prompt, prompt_param)
         n_ctx = self.engine.model.n_ctx
         if num_prompt + max(max_tokens, 1) <= n_ctx:
             return
@@ -222,11 +228,33 @@ class Serving:
             raise
 
 
+def _num_chars(message: ChatMessage) -> int:
+    """Characters of a message's text, for the prompt size limit."""
+    content = message.content
+    if isinstance(content, list):
+        return sum(len(part.text or "") for part in content)
+    return len(content or "")
+
+
 def _fingerprint(engine: Backend, template: ChatTemplate) -> str:
     """What decides the outputs besides the request: model file, its size, the template."""
     model = engine.model
     seed = f"{model.model_id}|{model.quantization}|{model.n_ctx}|{model.n_vocab}|{template.name}"
     return "fp_" + hashlib.sha256(seed.encode()).hexdigest()[:10]
+
+
+def _prompt_items(
+    prompt: str | list[str] | list[int] | list[list[int]],
+) -> list[str | list[int]]:
+    """The prompts of a completion request: strings or token id lists."""
+    items: list[str | list[int]]
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        items = [prompt]  # one prompt: a string or a list of token ids
+    else:
+        items = cast("list[str | list[int]]", list(prompt))  # strings or id lists
+    if not items:
+        raise APIError(400, "prompt must not be empty", param="prompt")
+    return items
 
 
 def _refuse_unsupported(req: CompletionRequest) -> None:

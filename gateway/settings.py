@@ -58,6 +58,27 @@ def _flag(value: str) -> bool:
     raise ValueError("must be 1/0, true/false, yes/no or on/off")
 
 
+def _at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not number >= 0:  # also refuses nan
+        raise ValueError("must be a number of seconds, 0 or more")
+    return number
+
+
 def _meta(parse: Callable[[str], Any], help: str, metavar: str = "") -> dict[str, Any]:
     return {"parse": parse, "help": help, "metavar": metavar}
 
@@ -136,6 +157,40 @@ class Settings:
     )
     max_body_bytes: int = field(
         default=4 * 2**20, metadata=_meta(int, "largest request body accepted", "BYTES")
+    )
+    max_prompt_chars: int = field(
+        default=1_000_000,
+        metadata=_meta(
+            _at_least_one, "longest prompt in characters (all prompts, all messages)", "N"
+        ),
+    )
+    max_prompt_tokens: int = field(
+        default=0,
+        metadata=_meta(
+            _non_negative, "longest prompt in tokens; 0 = the model's context only", "N"
+        ),
+    )
+    prompt_threads: int = field(
+        default=4,
+        metadata=_meta(
+            _at_least_one, "threads that render and tokenize prompts off the event loop", "N"
+        ),
+    )
+    send_timeout: float = field(
+        default=30.0,
+        metadata=_meta(
+            _seconds,
+            "seconds a stream waits on a client that stopped reading before aborting; 0 = never",
+            "SECONDS",
+        ),
+    )
+    shutdown_grace: float = field(
+        default=30.0,
+        metadata=_meta(
+            _seconds,
+            "on SIGTERM: seconds running requests may take to finish before they are ended",
+            "SECONDS",
+        ),
     )
     log_level: str = field(
         default="info", metadata=_meta(_log_level, "one of " + ", ".join(LOG_LEVELS), "LEVEL")

@@ -3,37 +3,60 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Coroutine
-from contextlib import aclosing
 from typing import Any, TypeVar
 
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from gateway.errors import CLIENT_CLOSED, APIError
+from gateway.streams import ChunkStream
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 DONE = "[DONE]"
 
 
-def event_stream(
-    chunks: AsyncGenerator[str, None], headers: dict[str, str] | None = None
-) -> EventSourceResponse:
+class EventStream(EventSourceResponse):
     """`data: <chunk>` for each chunk, then `data: [DONE]`.
 
-    When the client disconnects, sse-starlette cancels or closes the generator; closing it
-    closes the engine streams underneath, which aborts the request and frees its slot.
+    However the response ends (the stream is done, the client disconnects, a write waits
+    longer than `send_timeout` on a client that stopped reading, the connection fails), the
+    chunk stream is closed, which aborts what its request still runs and frees its slot.
     """
 
-    async def events() -> AsyncGenerator[dict[str, str], None]:
-        async with aclosing(chunks):
-            async for data in chunks:
-                yield {"data": data}
-        yield {"data": DONE}
+    def __init__(self, chunks: ChunkStream, send_timeout: float) -> None:
+        # X-Accel-Buffering: a proxy such as nginx must pass each event on at once.
+        super().__init__(
+            _events(chunks),
+            sep="\n",
+            headers={"X-Accel-Buffering": "no"},
+            send_timeout=send_timeout or None,  # 0: wait on the client forever
+        )
+        self._chunks = chunks
 
-    # X-Accel-Buffering: a proxy such as nginx must pass each event on at once.
-    headers = {"X-Accel-Buffering": "no", **(headers or {})}
-    return EventSourceResponse(events(), sep="\n", headers=headers)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.warning(
+                "%s: the client stopped reading for %s s; request aborted",
+                self._chunks.run.request_id,
+                self.send_timeout,
+            )
+        except OSError as e:  # the connection failed under the write: the client is gone
+            log.info("%s: the connection failed: %s", self._chunks.run.request_id, e)
+        finally:
+            await self._chunks.aclose()
+
+
+async def _events(chunks: ChunkStream) -> AsyncGenerator[dict[str, str], None]:
+    async for data in chunks:
+        yield {"data": data}
+    yield {"data": DONE}
 
 
 async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:

@@ -6,8 +6,6 @@ import json
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from types import TracebackType
-from typing import Any
 
 from gateway.chat_output import ChoiceOutput
 from gateway.choices import chat_logprobs, completion_logprobs
@@ -25,29 +23,49 @@ from gateway.protocol import (
 from gateway.run import Run
 
 
-class ChunkStream(AsyncGenerator[str, None]):
-    """The chunks of one streamed response, and its id (the x-request-id header)."""
+class ChunkStream:
+    """The chunks of one streamed response; closing it aborts whatever its Run still runs.
 
-    def __init__(self, request_id: str, chunks: AsyncGenerator[str, None]) -> None:
-        self.request_id = request_id
+    Closing works even when the chunks were never iterated (the client left before the
+    first byte): a generator that never started cannot clean up after itself. Its run's
+    request id is the response's id (the x-request-id header).
+    """
+
+    def __init__(self, chunks: AsyncGenerator[str, None], run: Run) -> None:
         self._chunks = chunks
+        self.run = run
 
-    async def asend(self, value: None) -> str:
-        return await self._chunks.asend(value)
+    @property
+    def request_id(self) -> str:
+        return self.run.request_id
 
-    async def athrow(
-        self,
-        typ: Any,
-        val: BaseException | object = None,
-        tb: TracebackType | None = None,
-    ) -> str:
-        return await self._chunks.athrow(typ, val, tb)
+    def __aiter__(self) -> AsyncGenerator[str, None]:
+        return self._chunks
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
+        await self.run.close()
 
 
-async def completion_chunks(
+def completion_chunks(
+    run: Run, model: str, req: CompletionRequest, echo: list[str] | None
+) -> ChunkStream:
+    """The stream of a completion request."""
+    return ChunkStream(_completion_chunks(run, model, req, echo), run)
+
+
+def chat_chunks(
+    run: Run,
+    model: str,
+    req: ChatCompletionRequest,
+    outputs: list[ChoiceOutput],
+    fingerprint: str,
+) -> ChunkStream:
+    """The stream of a chat completion request; `outputs` turns each choice's text into deltas."""
+    return ChunkStream(_chat_chunks(run, model, req, outputs, fingerprint), run)
+
+
+async def _completion_chunks(
     run: Run, model: str, req: CompletionRequest, echo: list[str] | None
 ) -> AsyncGenerator[str, None]:
     """Text deltas per choice (the echoed prompt first), then the error or usage if any."""
@@ -78,7 +96,7 @@ async def completion_chunks(
         yield tail
 
 
-async def chat_chunks(
+async def _chat_chunks(
     run: Run,
     model: str,
     req: ChatCompletionRequest,
@@ -132,8 +150,9 @@ async def chat_chunks(
 def _tail(run: Run, include_usage: bool, usage_chunk: Callable[[Usage], str]) -> list[str]:
     """After the last delta: an error event if the engine failed, then the usage chunk."""
     tail = []
-    if run.tally.error:
-        tail.append(json.dumps(APIError(500, run.tally.error, code="engine_error").envelope()))
+    error = run.error()
+    if error is not None:
+        tail.append(json.dumps(error.envelope()))
     if include_usage:
         tail.append(usage_chunk(run.tally.usage()))
     return tail

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from batching.engine import QueueFullError
+from batching.engine import EngineUnavailableError, QueueFullError
 from batching.info import EngineStats, ModelInfo
 from batching.outputs import StepOutput, TokenLogprob
 from batching.params import SamplingParams
@@ -73,6 +73,7 @@ class FakeEngine:
         self.submitted: list[tuple[str, list[int], SamplingParams, int]] = []
         self.aborted: list[str] = []
         self.active: set[str] = set()
+        self.streams: dict[str, FakeStream] = {}
         self.is_shut_down = False
 
     def start(self) -> None:
@@ -102,12 +103,22 @@ class FakeEngine:
     ) -> FakeStream:
         if len(self.active) >= self.model.n_slots + self.max_queue:
             raise QueueFullError(retry_after_s=2.5)
+        if not self.is_ready:
+            raise EngineUnavailableError("the engine is not running; try again later")
         self.submitted.append((request_id, prompt_ids, params, n))
         self.active.add(request_id)
-        return FakeStream(self, request_id, prompt_ids, params, n)
+        stream = FakeStream(self, request_id, prompt_ids, params, n)
+        self.streams[request_id] = stream
+        return stream
 
     def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
+
+    def abort_all(self, error: str) -> None:
+        """Every open stream ends at its next step with finish_reason "abort"."""
+        self.is_ready = False
+        for request_id in self.active:
+            self.streams[request_id].abort_error = error
 
     def stats(self) -> EngineStats:
         busy = min(len(self.active), self.model.n_slots)
@@ -125,6 +136,7 @@ class FakeStream:
         self._request_id = request_id
         self._gen = self._generate(prompt, params, n)
         self.is_closed = False
+        self.abort_error: str | None = None
 
     def __aiter__(self) -> FakeStream:
         return self
@@ -146,6 +158,10 @@ class FakeStream:
         done: set[int] = set()
         for t in range(params.max_tokens):
             await asyncio.sleep(self._engine.step_delay_s)
+            if self.abort_error is not None:
+                for i in sorted(set(range(n)) - done):
+                    yield StepOutput(self._request_id, i, "", [], "abort", self.abort_error)
+                break
             for i in set(range(n)) - done:
                 script = self._engine.script
                 char = script[t] if script else TEXT[((params.seed or 0) + i + t) % len(TEXT)]

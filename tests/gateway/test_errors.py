@@ -16,6 +16,7 @@ from tests.gateway.fake_engine import FakeEngine, running_app, wait_for_load
 
 pytestmark = pytest.mark.anyio
 CHAT = "/v1/chat/completions"
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ async def test_invalid_chat_requests_are_400s() -> None:
 
 async def test_a_body_that_is_not_json_is_a_400() -> None:
     async with running_app() as (client, _, _):
-        r = await client.post("/v1/completions", content=b"{not json")
+        r = await client.post("/v1/completions", content=b"{not json", headers=JSON)
         r2 = await client.post("/v1/completions", json=["a list"])
     assert r.status_code == 400 and "not valid JSON" in error_of(r)["message"]
     assert r2.status_code == 400
@@ -139,7 +140,7 @@ async def test_an_oversized_body_is_a_413() -> None:
             for _ in range(5):
                 yield b" " * 400
 
-        r2 = await client.post("/v1/completions", content=chunked())
+        r2 = await client.post("/v1/completions", content=chunked(), headers=JSON)
     assert r.status_code == 413 and error_of(r)["code"] == "request_too_large"
     assert r2.status_code == 413
     assert not engine.submitted
@@ -195,7 +196,7 @@ async def test_an_unexpected_exception_is_a_500_envelope() -> None:
         await wait_for_load(client)
         r = await client.post("/v1/completions", json={"prompt": "x"})
     assert r.status_code == 500
-    assert error_of(r)["message"] == "internal server error" and "Traceback" not in r.text
+    assert error_of(r)["message"].startswith("internal server error") and "Traceback" not in r.text
 
 
 async def test_requests_before_the_model_is_loaded_get_503() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -75,17 +74,17 @@ def test_settings_come_from_the_environment_of_the_process(monkeypatch: pytest.M
 def test_serve_without_a_model_serves_the_demo_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import uvicorn
+    from gateway.server import GatewayServer
 
-    runs: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append({"app": app, **kwargs}))
+    runs: list[GatewayServer] = []
+    monkeypatch.setattr(GatewayServer, "run", lambda self, sockets=None: runs.append(self))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("LLM_GATEWAY_PORT", "8123")
     assert main(["serve", "--slots", "2"]) == 0
-    (run,) = runs
-    settings = run["app"].state.gateway.settings
+    (server,) = runs
+    settings = server.config.app.state.gateway.settings
     assert settings.model.parent == tmp_path / "llm-gateway" and settings.model.is_file()
     assert settings.slots == 2
     assert settings.json_string_max_chars == DEMO_JSON_STRING_MAX_CHARS  # random weights
-    assert (run["host"], run["port"]) == ("127.0.0.1", 8123)
+    assert (server.config.host, server.config.port) == ("127.0.0.1", 8123)
     assert "random weights" in caplog.text

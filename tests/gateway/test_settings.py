@@ -80,3 +80,29 @@ def test_the_json_string_cap_is_bounded_and_zero_means_none() -> None:
     assert parse([], {"LLM_GATEWAY_JSON_STRING_MAX_CHARS": "0"}).grammar_limits().max_string is None
     with pytest.raises(ValueError, match="LLM_GATEWAY_JSON_STRING_MAX_CHARS"):
         Settings.from_env({"LLM_GATEWAY_JSON_STRING_MAX_CHARS": "5000"})
+
+
+def test_the_request_and_shutdown_limits_have_flags_and_variables() -> None:
+    settings = parse([])
+    assert (settings.shutdown_grace, settings.send_timeout) == (30.0, 30.0)
+    assert (settings.max_prompt_chars, settings.max_prompt_tokens) == (1_000_000, 0)
+    env = {"LLM_GATEWAY_SHUTDOWN_GRACE": "12.5", "LLM_GATEWAY_MAX_PROMPT_TOKENS": "4096"}
+    settings = parse(["--prompt-threads", "2", "--max-prompt-chars", "5000"], env)
+    assert settings.shutdown_grace == 12.5 and settings.max_prompt_tokens == 4096
+    assert settings.prompt_threads == 2 and settings.max_prompt_chars == 5000
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SHUTDOWN_GRACE", "-1"),
+        ("SHUTDOWN_GRACE", "nan"),
+        ("SEND_TIMEOUT", "soon"),
+        ("PROMPT_THREADS", "0"),
+        ("MAX_PROMPT_CHARS", "0"),
+        ("MAX_PROMPT_TOKENS", "-5"),
+    ],
+)
+def test_out_of_range_limits_are_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"LLM_GATEWAY_{name}"):
+        Settings.from_env({f"LLM_GATEWAY_{name}": value})
