@@ -112,6 +112,11 @@ class AsyncEngine:
         pieces = self._engine.runner.pieces
         return b"".join(pieces[t] for t in ids).decode("utf-8", errors="replace")
 
+    def compile_grammar(self, gbnf: str) -> None:
+        """Parse a grammar into the runner's cache (slow for a large one: call it off the event
+        loop); the sequences that use it later only clone the parsed grammar."""
+        self._engine.runner.make_grammar(gbnf).close()
+
     def token_bytes(self, token_id: int) -> bytes:
         return self._engine.runner.pieces[token_id]
 

@@ -136,7 +136,7 @@ class _ParsedGrammars:
     clone of the parsed sampler (~0.1 ms) instead of a new parse (tens of ms for a large
     tools grammar, on the event loop). The templates are never sampled from."""
 
-    def __init__(self, vocab: Any, capacity: int = 32) -> None:
+    def __init__(self, vocab: Any, capacity: int = 256) -> None:
         self._vocab = vocab
         self._capacity = capacity
         self._parsed: OrderedDict[str, Any] = OrderedDict()

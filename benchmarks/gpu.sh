@@ -4,6 +4,9 @@
 #   benchmarks/gpu.sh bench   step profile, batched-bench, gateway and llama-server -np 64 over the
 #                             standard workloads (greedy, sampled chat, mixed and long-tailed
 #                             lengths, C=1/16, shared prefix, Poisson)                     (<= 9.5 min)
+#   PROFILE=quick BENCH_DEADLINE=330 benchmarks/gpu.sh bench
+#                             the rows that matter most (greedy and sampled chat, mixed and
+#                             long-tailed lengths), batch invariance, the step profile     (<= 5.5 min)
 # On a machine with two GPUs (nvidia-h200-x2) `bench` runs two lanes at once: ours on GPU 0 and
 # llama-server on GPU 1 (the same model of card in the same host), with the same requests.
 # Needs benchmarks/prepare.sh to have filled .dev/ on the dev machine. Everything that must outlive
@@ -258,10 +261,16 @@ workloads() {
   local s=$1 p=$2 profile=$3 c64=(--concurrency 64 --num-requests 256 --warmup 64)
   local chat=(--endpoint chat --prompt-format text --prompt-len 200 --output-len 128)
   bench "$s" "$p" c64 100 "${c64[@]}" --seed 13
+  [[ $profile == quick ]] && bench "$s" "$p" chat-c64-t0 100 "${chat[@]}" "${c64[@]}" --seed 21
   bench "$s" "$p" chat-c64-t0.7-p0.9 100 "${chat[@]}" "${c64[@]}" --temperature 0.7 --top-p 0.9 --seed 21
   bench "$s" "$p" mixed-c64 120 --workload mixed --prompt-len-range 64 1000 --output-len-range 16 256 \
     "${c64[@]}" --seed 23
   [[ $profile == short ]] && return 0
+  if [[ $profile == quick ]]; then
+    bench "$s" "$p" lognormal-c64-t0.7-p0.9 120 --workload lognormal "${c64[@]}" --temperature 0.7 \
+      --top-p 0.9 --seed 24
+    return 0
+  fi
   bench "$s" "$p" chat-c64-t1.0-p1.0 100 "${chat[@]}" "${c64[@]}" --temperature 1.0 --top-p 1.0 --seed 22
   bench "$s" "$p" lognormal-c64-t0.7-p0.9 120 --workload lognormal "${c64[@]}" --temperature 0.7 \
     --top-p 0.9 --seed 24
@@ -323,24 +332,33 @@ lane() {
 }
 
 ours_lane() { # step profile, then our gateway over every workload
-  step step-profile 150 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
-    --ctx-size "$CTX" --n-gpu-layers 99 --threads 4,16 --sampler-threads 4 --mixed-steps 300 \
-    --out "$OUT/step_profile.json"
+  if [[ $PROFILE == quick ]]; then
+    step invariance 90 python3 "$REPO/benchmarks/invariance.py" --model "$MODEL" --out "$OUT/invariance.json"
+    step step-profile 120 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
+      --ctx-size "$CTX" --n-gpu-layers 99 --threads 0 --sampler-threads 4 --mixed-steps 200 \
+      --out "$OUT/step_profile.json"
+  else
+    step step-profile 150 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
+      --ctx-size "$CTX" --n-gpu-layers 99 --threads 4,16 --sampler-threads 4 --mixed-steps 300 \
+      --out "$OUT/step_profile.json"
+  fi
   step sampler-bench 60 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
-  serve_and_bench gateway 8001 full python3 -m gateway serve --model "$MODEL" --slots 64 \
+  serve_and_bench gateway 8001 "$PROFILE" python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${GATEWAY_EXTRA[@]}"
 }
 
 reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the other batch size
-  batched_bench batched-bench
-  serve_and_bench llama-server-np64 8002 full "$BIN/llama-server" -m "$MODEL" -np 64 -c "$CTX" \
+  [[ $PROFILE == quick ]] || batched_bench batched-bench
+  serve_and_bench llama-server-np64 8002 "$PROFILE" "$BIN/llama-server" -m "$MODEL" -np 64 -c "$CTX" \
     "${LLAMA_SERVER_FLAGS[@]}" --port 8002
+  [[ $PROFILE == quick ]] && return 0
   serve_and_bench gateway-b2048 8003 short python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 --batch-size 2048
 }
 
 do_bench() {
   DEADLINE=${BENCH_DEADLINE:-555}
+  PROFILE=${PROFILE:-full} # quick: the rows that matter most, invariance, one thread count
   GATEWAY_EXTRA=()
   read -ra GATEWAY_EXTRA <<<"${GATEWAY_ARGS:-}" # extra `gateway serve` flags, e.g. "--batch-size 2048"
   rm -rf "$RESULTS" && mkdir -p "$RESULTS"

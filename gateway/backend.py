@@ -43,6 +43,9 @@ class Backend(Protocol):
 
     def token_bytes(self, token_id: int) -> bytes: ...
 
+    def compile_grammar(self, gbnf: str) -> None:
+        """Parse a grammar once for later requests (thread-safe; ValueError if it does not)."""
+
     def submit(
         self, request_id: str, prompt_ids: list[int], params: SamplingParams, n: int = 1
     ) -> OutputStream: ...

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,9 +115,13 @@ def _call(rules: Rules, spec: ToolSpec, limits: Limits, checks: dict[str, Output
 class GrammarCache:
     """Built grammars by request shape (LRU); builds run in a worker thread, once per shape."""
 
-    def __init__(self, limits: Limits, capacity: int = 256) -> None:
+    def __init__(
+        self, limits: Limits, capacity: int = 256, compile: Callable[[str], None] | None = None
+    ) -> None:
         self.limits = limits
         self.capacity = capacity
+        # also in the worker thread: llama.cpp's own parse, so that it never runs on the loop
+        self.compile = compile
         # a schema that cannot be built is remembered too: a client repeating it pays nothing
         self._built: OrderedDict[str, ChatGrammar | SchemaError] = OrderedDict()
         self._building: dict[str, asyncio.Future[ChatGrammar | SchemaError]] = {}
@@ -138,12 +143,21 @@ class GrammarCache:
             raise built.under(())  # a fresh copy: re-raising one object grows its traceback
         return built
 
+    def _build_and_compile(self, plan: ToolPlan | None, response: ResponseSpec) -> ChatGrammar:
+        grammar = build_grammar(plan, response, self.limits)
+        if grammar.gbnf is not None and self.compile is not None:
+            try:
+                self.compile(grammar.gbnf)
+            except ValueError as e:
+                raise SchemaError(f"the grammar built from it does not parse: {e}") from e
+        return grammar
+
     async def _build(
         self, key: str, plan: ToolPlan | None, response: ResponseSpec
     ) -> ChatGrammar | SchemaError:
         try:
             built: ChatGrammar | SchemaError = await asyncio.to_thread(
-                build_grammar, plan, response, self.limits
+                self._build_and_compile, plan, response
             )
         except SchemaError as e:
             built = e

@@ -61,7 +61,7 @@ class Serving:
         self.workers = workers  # prompts are rendered and tokenized there, off the event loop
         self.tokenizer = PromptTokenizer(engine)
         self.created = int(time.time())
-        self.grammars = GrammarCache(grammar_limits or Limits())
+        self.grammars = GrammarCache(grammar_limits or Limits(), compile=engine.compile_grammar)
         self.chat_preparer = ChatPreparer(template, self.grammars)
         self.fingerprint = _fingerprint(engine, template)
 

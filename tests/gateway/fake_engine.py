@@ -72,6 +72,7 @@ class FakeEngine:
         self.is_ready = False
         self.submitted: list[tuple[str, list[int], SamplingParams, int]] = []
         self.aborted: list[str] = []
+        self.compiled_grammars: list[str] = []  # parsed off the event loop by serving
         self.active: set[str] = set()
         self.streams: dict[str, FakeStream] = {}
         self.is_shut_down = False
@@ -94,6 +95,9 @@ class FakeEngine:
 
     def detokenize(self, ids: list[int]) -> str:
         return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
+
+    def compile_grammar(self, gbnf: str) -> None:
+        self.compiled_grammars.append(gbnf)
 
     def token_bytes(self, token_id: int) -> bytes:
         return bytes([token_id - OFFSET]) if token_id >= OFFSET else b""

@@ -175,3 +175,37 @@ def test_a_schema_that_cannot_be_built_is_remembered_too() -> None:
         return cache
 
     assert asyncio.run(main()).builds == 1
+
+
+def test_llama_cpps_parse_runs_in_the_worker_thread_once_per_shape() -> None:
+    parsed: list[tuple[str, str]] = []
+
+    def compile_grammar(gbnf: str) -> None:
+        parsed.append((threading.current_thread().name, gbnf))
+
+    async def main() -> None:
+        cache = GrammarCache(LIMITS, compile=compile_grammar)
+        for _ in range(3):
+            grammar = await cache.get(plan("required"), ResponseSpec("text"))
+        assert parsed == [(parsed[0][0], grammar.gbnf)]
+        assert parsed[0][0] != threading.main_thread().name  # never on the event loop
+
+    asyncio.run(main())
+
+
+def test_a_grammar_llama_cpp_refuses_is_a_schema_error_remembered_like_the_others() -> None:
+    calls = 0
+
+    def refuse(gbnf: str) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("the grammar does not parse as GBNF with a 'root' rule")
+
+    async def main() -> None:
+        cache = GrammarCache(LIMITS, compile=refuse)
+        for _ in range(2):
+            with pytest.raises(SchemaError, match="does not parse"):
+                await cache.get(None, ResponseSpec("json_object"))
+
+    asyncio.run(main())
+    assert calls == 1
