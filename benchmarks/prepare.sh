@@ -21,6 +21,9 @@ WHEELS=(
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0
   typing-extensions==4.16.0 typing-inspection==0.4.5
   gguf==0.19.0 tqdm==4.70.1 diskcache==5.6.3
+  # jsonschema (structured output checks answers against the schema) and its imports
+  jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1
+  attrs==26.1.0
   # vllm-router for benchmarks/replicas.sh (its Rust router, abi3: one wheel for every Python) and
   # what `python3 -m vllm_router.launch_router` imports: setproctitle, and fastapi and orjson
   # (its Python fallback balancer, imported at start-up even when unused); fastapi's own imports.
