@@ -47,19 +47,19 @@ def _respond(request: Request, result: BaseModel | ChunkStream) -> Response:
 
 async def completions(request: Request) -> Response:
     serving = _serving(request)
-    req = await parse_body(request, CompletionRequest)
+    req = await parse_body(request, CompletionRequest, _state(request).workers)
     return _respond(request, await unless_disconnected(request, serving.completion(req)))
 
 
 async def chat_completions(request: Request) -> Response:
     serving = _serving(request)
-    req = await parse_body(request, ChatCompletionRequest)
+    req = await parse_body(request, ChatCompletionRequest, _state(request).workers)
     return _respond(request, await unless_disconnected(request, serving.chat(req)))
 
 
 async def generate(request: Request) -> Response:
     serving = _serving(request)
-    req = await parse_body(request, GenerateRequest)
+    req = await parse_body(request, GenerateRequest, _state(request).workers)
     return _respond(request, await unless_disconnected(request, serving.generate(req)))
 
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
 
+from gateway import body as body_module
+from gateway.protocol import CompletionRequest
+from gateway.workers import Workers
 from tests.gateway.fake_engine import running_app
 
 pytestmark = pytest.mark.anyio
@@ -177,3 +182,33 @@ async def test_a_4_mb_list_of_wrong_items_is_refused_in_a_moment(
     assert r.status_code == 400 and r.json()["error"]["param"].startswith(param)
     assert elapsed < 1.0  # pydantic reported every bad item: 10-15 s on the event loop before
     assert not engine.submitted
+
+
+async def test_a_large_body_is_parsed_in_a_worker_thread_a_small_one_on_the_loop() -> None:
+    threads: list[str] = []
+    original = body_module.parse_json
+
+    def spy(raw: bytes, model: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return original(raw, model)
+
+    def request_with(raw: bytes) -> Request:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        return Request({"type": "http", "method": "POST", "headers": []}, receive)
+
+    workers = Workers(1)
+    body_module.parse_json = spy  # type: ignore[assignment]
+    try:
+        small = json.dumps({"prompt": "hi"}).encode()
+        large = json.dumps({"prompt": "word " * 20_000}).encode()  # 100 KB
+        assert len(large) > body_module.LARGE_BODY > len(small)
+        await body_module.parse_body(request_with(small), CompletionRequest, workers)
+        req = await body_module.parse_body(request_with(large), CompletionRequest, workers)
+    finally:
+        body_module.parse_json = original  # type: ignore[assignment]
+        workers.shutdown()
+    assert isinstance(req.prompt, str) and len(req.prompt) == 100_000
+    assert threads[0] == threading.current_thread().name  # the event loop's own thread
+    assert threads[1].startswith("prompt")  # the workers' thread
