@@ -33,10 +33,26 @@ class Drain:
         self.num_in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._hurry = asyncio.Event()  # set by a second signal: the grace ends now
 
     def begin(self) -> None:
         """From now on /health is 503 and new API requests are refused."""
         self.is_draining = True
+
+    def hurry(self) -> None:
+        """End the grace now: what still runs ends with its explicit error at once."""
+        self._hurry.set()
+
+    async def wait_grace(self, grace_s: float) -> bool:
+        """Wait until no request is in flight; False if `grace_s` passed or hurry() came first."""
+        idle = asyncio.ensure_future(self._idle.wait())
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        done, pending = await asyncio.wait(
+            {idle, hurried}, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        return idle in done
 
     def enter(self) -> None:
         self.num_in_flight += 1
@@ -60,7 +76,7 @@ async def drain_requests(drain: Drain, engine: Backend | None, grace_s: float) -
     """Refuse new requests, let those in flight finish for `grace_s`, then end the rest."""
     drain.begin()
     log.info("draining: %d requests in flight, %s s of grace", drain.num_in_flight, grace_s)
-    if await drain.wait_idle(grace_s):
+    if await drain.wait_grace(grace_s):
         return
     log.warning("ending %d requests still running after %s s", drain.num_in_flight, grace_s)
     if engine is not None:

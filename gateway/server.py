@@ -1,4 +1,5 @@
-"""uvicorn's Server with a graceful drain: the first SIGTERM (or Ctrl-C) drains, a second exits.
+"""uvicorn's Server with a graceful drain: the first SIGTERM (or Ctrl-C) drains, a second ends
+what still runs at once (each request with its explicit error), a third exits without waiting.
 
 uvicorn on its own stops listening at the first signal (new clients get "connection
 refused", not a 503 a load balancer understands), waits `timeout_graceful_shutdown`
@@ -30,13 +31,21 @@ class GatewayServer(uvicorn.Server):
         self._state = state
         self._grace_s = grace_s
         self._signal: int | None = None
+        self._num_signals = 0
         self._drainer: asyncio.Task[None] | None = None
         AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """A signal: the first starts the drain (on the next tick), a second exits now."""
-        if self._signal is not None or self.should_exit:
+        """A signal: the first starts the drain (on the next tick); a second cuts the grace
+        short, so every request still running ends now with its error event or 503; a third
+        leaves without waiting for anything."""
+        self._num_signals += 1
+        if self._num_signals >= 3 or (self.should_exit and self._signal is None):
+            self.force_exit = True
             super().handle_exit(sig, frame)
+            return
+        if self._signal is not None:
+            self._state.drain.hurry()
             return
         self._signal = sig
         self._state.drain.begin()  # a plain flag: /health says 503 from this moment

@@ -60,6 +60,21 @@ async def test_requests_in_flight_finish_within_the_grace() -> None:
     assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "length"
 
 
+async def test_hurry_ends_the_grace_at_once_with_the_explicit_errors() -> None:
+    engine = FakeEngine(fake_model(n_ctx=4096), step_delay_s=0.01)
+    async with running_app(engine) as (client, _, app):
+        state = app.state.gateway
+        body = {"prompt": "x", "max_tokens": 2000, "stream": True}
+        stream = asyncio.create_task(client.post("/v1/completions", json=body))
+        await asyncio.sleep(0.05)
+        drainer = asyncio.create_task(drain_requests(state.drain, state.engine, grace_s=30))
+        await asyncio.sleep(0.05)
+        state.drain.hurry()  # what a second SIGTERM does
+        await asyncio.wait_for(drainer, 3)
+        events = datas(await stream)
+    assert events[-1] == "[DONE]" and events[-2]["error"]["code"] == "server_shutting_down"
+
+
 async def test_requests_past_the_grace_end_with_an_explicit_error() -> None:
     engine = FakeEngine(fake_model(n_ctx=4096), step_delay_s=0.01)
     async with running_app(engine) as (client, _, app):
