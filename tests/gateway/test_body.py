@@ -212,3 +212,10 @@ async def test_a_large_body_is_parsed_in_a_worker_thread_a_small_one_on_the_loop
     assert isinstance(req.prompt, str) and len(req.prompt) == 100_000
     assert threads[0] == threading.current_thread().name  # the event loop's own thread
     assert threads[1].startswith("prompt")  # the workers' thread
+
+
+async def test_a_seed_beyond_64_bits_is_a_400_naming_seed() -> None:
+    async with running_app() as (client, _, _):
+        body = '{"prompt": "x", "seed": 99999999999999999999999}'
+        r = await client.post("/v1/completions", content=body, headers=JSON)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "seed"
