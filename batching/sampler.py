@@ -21,6 +21,7 @@ from batching.outputs import TokenLogprob
 from batching.sampling_state import Logits, SamplingState
 
 REDRAW_KEY = 0x9E3779B97F4A7C15  # xored into the seed for the draw after a grammar mask
+_NO_EDITS = (0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
 
 
 class Sampler:
@@ -43,10 +44,9 @@ class Sampler:
         params = np.array([s.kernel_row() for s in states], dtype=PARAMS_DTYPE)
         edits = None
         if any(s.needs_edits for s in states):
-            edits = np.zeros(len(states), EDITS_DTYPE)
-            for i, state in enumerate(states):
-                if state.needs_edits:
-                    edits[i] = state.edits(n_vocab)
+            edits = np.array(
+                [s.edits(n_vocab) if s.needs_edits else _NO_EDITS for s in states], EDITS_DTYPE
+            )
         tokens = self.kernels.sample(n_vocab, ptrs, params, edits)
         for i, state in enumerate(states):
             if state.grammar is not None and not state.grammar.allows(int(tokens[i])):

@@ -7,12 +7,15 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from batching.kernels import EDITS_DTYPE
 from batching.params import SamplingParams
 
 Logits = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int32]
 M64 = (1 << 64) - 1
+# One row of the kernels' edits (batching.kernels.EDITS_DTYPE): the addresses of the logit_bias
+# ids and values, of the ids seen and penalised and of the counts, then the three lengths and
+# the repetition, frequency and presence penalties.
+EditsRow = tuple[int, int, int, int, int, int, int, int, float, float, float]
 
 
 class Grammar(Protocol):
@@ -34,21 +37,27 @@ class Grammar(Protocol):
 class TokenCounts:
     """How often each token id occurred, in an array, with the ids that occurred in order."""
 
-    __slots__ = ("_ids", "counts", "num_ids")
+    __slots__ = ("_ids", "counts", "counts_ptr", "ids_ptr", "num_ids")
 
     def __init__(self) -> None:
         self.counts: npt.NDArray[np.float32] | None = None
         self._ids = np.empty(16, np.int32)  # grows by doubling; the first num_ids are valid
         self.num_ids = 0
+        # the arrays' addresses for the kernels, kept as ints: reading .ctypes.data costs
+        # microseconds, and a penalised row needs them at every step
+        self.ids_ptr: int = self._ids.ctypes.data
+        self.counts_ptr = 0
 
     def add(self, token_ids: list[int], n_vocab: int) -> None:
         """Count tokens (one generated token, or a whole prompt)."""
         if self.counts is None:
             self.counts = np.zeros(n_vocab, np.float32)
+            self.counts_ptr = self.counts.ctypes.data
         for t in token_ids:
             if self.counts[t] == 0:
                 if self.num_ids == len(self._ids):
                     self._ids = np.concatenate([self._ids, np.empty_like(self._ids)])
+                    self.ids_ptr = self._ids.ctypes.data
                 self._ids[self.num_ids] = t
                 self.num_ids += 1
             self.counts[t] += 1
@@ -62,9 +71,9 @@ class SamplingState:
     """One sequence's sampler: its parameters, draw position, token counts and grammar."""
 
     __slots__ = (
+        "_bias",
         "_bias_ids",
         "_bias_vals",
-        "_edits",
         "_kernel_row",
         "_outputs",
         "_prompt_ids",
@@ -94,7 +103,7 @@ class SamplingState:
         self._outputs = TokenCounts()  # generated tokens: presence and frequency penalties
         self._seen = TokenCounts()  # prompt and generated tokens: the repetition penalty
         self._prompt_ids = prompt_ids if p.repetition_penalty != 1.0 else []
-        self._edits: npt.NDArray[np.void] | None = None  # this row of the kernels' edits
+        self._bias = (self._bias_ids.ctypes.data, self._bias_vals.ctypes.data, len(self._bias_ids))
 
     @property
     def needs_edits(self) -> bool:
@@ -105,15 +114,30 @@ class SamplingState:
         """This sequence's parameters for the next draw, as the kernels take them."""
         return (*self._kernel_row, self.num_sampled)
 
-    def edits(self, n_vocab: int) -> npt.NDArray[np.void]:
-        """This step's edits as the kernels take them (pointing into arrays this state owns)."""
+    def edits(self, n_vocab: int) -> EditsRow:
+        """This step's edits as the kernels take them (pointing into arrays this state owns):
+        a plain tuple, rebuilt at every step in about a microsecond."""
         if self._prompt_ids:  # counted once the vocabulary size is known
             self._seen.add(self._prompt_ids, n_vocab)
             self._prompt_ids = []
-            self._edits = None
-        if self._edits is None:
-            self._edits = self._build_edits()
-        return self._edits
+        p = self.params
+        seen, outs = self._seen, self._outputs
+        rep = p.repetition_penalty != 1.0
+        pen = bool(p.presence_penalty or p.frequency_penalty) and outs.counts is not None
+        bias_ptr, bias_vals_ptr, n_bias = self._bias
+        return (
+            bias_ptr,
+            bias_vals_ptr,
+            seen.ids_ptr if rep else 0,
+            outs.ids_ptr if pen else 0,
+            outs.counts_ptr if pen else 0,
+            n_bias,
+            seen.num_ids if rep else 0,
+            outs.num_ids if pen else 0,
+            p.repetition_penalty if rep else 0.0,
+            p.frequency_penalty if pen else 0.0,
+            p.presence_penalty if pen else 0.0,
+        )
 
     def edit(self, row: Logits) -> None:
         """Apply the same edits as the kernels to a copy of the row (for a grammar's redraw)."""
@@ -133,10 +157,8 @@ class SamplingState:
         p = self.params
         if p.presence_penalty or p.frequency_penalty:
             self._outputs.add([token_id], n_vocab)
-            self._edits = None
         if p.repetition_penalty != 1.0:
             self._seen.add([token_id], n_vocab)
-            self._edits = None
         if self.grammar is not None:
             self.grammar.accept(token_id)
 
@@ -144,21 +166,3 @@ class SamplingState:
         if self.grammar is not None:
             self.grammar.close()
             self.grammar = None
-
-    def _build_edits(self) -> npt.NDArray[np.void]:
-        p = self.params
-        edits = np.zeros((), EDITS_DTYPE)
-        edits["bias_ids"] = self._bias_ids.ctypes.data
-        edits["bias_values"] = self._bias_vals.ctypes.data
-        edits["n_bias"] = len(self._bias_ids)
-        if p.repetition_penalty != 1.0:
-            edits["seen_ids"] = self._seen.ids().ctypes.data
-            edits["n_seen"] = self._seen.num_ids
-            edits["repetition"] = p.repetition_penalty
-        if (p.presence_penalty or p.frequency_penalty) and self._outputs.counts is not None:
-            edits["penalty_ids"] = self._outputs.ids().ctypes.data
-            edits["counts"] = self._outputs.counts.ctypes.data
-            edits["n_penalty"] = self._outputs.num_ids
-            edits["frequency"] = p.frequency_penalty
-            edits["presence"] = p.presence_penalty
-        return edits
