@@ -46,7 +46,12 @@ class Engine:
         self.slots = SlotTable(config.n_slots, config.prefix_cache)
         max_seq_len = min(runner.info.n_ctx, config.max_seq_len or runner.info.n_ctx)
         self.scheduler = Scheduler(
-            self.slots, config.n_batch, config.n_ctx, max_seq_len, runner.eog_ids
+            self.slots,
+            config.n_batch,
+            config.n_ctx,
+            max_seq_len,
+            runner.eog_ids,
+            fill_gaps=not config.kv_unified,
         )
         self.observer = observer
         self.sampler = Sampler(config.sampler_threads)

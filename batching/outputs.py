@@ -19,6 +19,20 @@ class PrefillChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class Filler:
+    """One throwaway token for a slot with nothing to compute this step, between slots that do.
+
+    With a KV stream per slot llama.cpp cuts a batch into one pass over the weights per run
+    of consecutive slot ids, so a slot left idle between busy ones (a request just ended and
+    the next has not arrived yet) would cost the step a whole extra pass. The runner writes
+    the token at the slot's next free position, asks for no logits and removes the cell after
+    the decode, so the slot's cached cells are untouched.
+    """
+
+    slot_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class KvOp:
     """A KV-cache edit to make before the step's decode.
 
@@ -37,15 +51,15 @@ class SchedulerOutput:
     """One step's work: one token for every decoding sequence plus prompt chunks.
 
     `entries` is the batch in the order llama.cpp gets it (by slot id; a decoding sequence
-    stands for its one token, a chunk for its prompt tokens). `sample_seqs[i]` takes its next
-    token from logits row `sample_rows[i]`; forks share their parent's row in the step that
-    completes the parent's prompt.
+    stands for its one token, a chunk for its prompt tokens, a filler for one throwaway
+    token). `sample_seqs[i]` takes its next token from logits row `sample_rows[i]`; forks
+    share their parent's row in the step that completes the parent's prompt.
     """
 
     decode: list[Sequence] = field(default_factory=list)
     prefill: list[PrefillChunk] = field(default_factory=list)
     kv_ops: list[KvOp] = field(default_factory=list)
-    entries: list[Sequence | PrefillChunk] = field(default_factory=list)
+    entries: list[Sequence | PrefillChunk | Filler] = field(default_factory=list)
     sample_seqs: list[Sequence] = field(default_factory=list)
     sample_rows: list[int] = field(default_factory=list)
 
@@ -65,6 +79,10 @@ class SchedulerOutput:
             else (e.slot_id or 0, 1)
             for e in self.entries
         ]
+
+    @property
+    def num_fillers(self) -> int:
+        return sum(isinstance(e, Filler) for e in self.entries)
 
 
 @dataclass(frozen=True, slots=True)

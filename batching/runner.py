@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from batching.config import EngineConfig
 from batching.info import ModelInfo
-from batching.outputs import KvOp, PrefillChunk, SchedulerOutput
+from batching.outputs import Filler, KvOp, PrefillChunk, SchedulerOutput
 from batching.sampling_state import Grammar, Logits
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's chatter off
@@ -56,6 +57,7 @@ class _Batch:
         self.n_seq_id = np.ones(capacity, np.int32)
         self.seq_id = np.zeros(capacity, np.int32)
         self.logits = np.zeros(capacity, np.int8)
+        self.fillers: list[tuple[int, int]] = []  # (slot, position) of the last fill's fillers
         base = self.seq_id.ctypes.data
         self._seq_ptrs = (_I32P * capacity)(
             *(ctypes.cast(base + 4 * i, _I32P) for i in range(capacity))
@@ -70,11 +72,23 @@ class _Batch:
             logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
         )
 
-    def fill(self, out: SchedulerOutput) -> int:
-        """Write the step's tokens in batch order; return how many logits rows it will give."""
+    def fill(self, out: SchedulerOutput, filler_pos: Callable[[int], int | None]) -> int:
+        """Write the step's tokens in batch order; return how many logits rows it will give.
+
+        A filler goes at `filler_pos(slot)`, or is left out where that is None; the
+        (slot, position) of each one written is left in `self.fillers`."""
         n = rows = 0
+        self.fillers = []
         for entry in out.entries:
-            if isinstance(entry, PrefillChunk):
+            if isinstance(entry, Filler):
+                pos = filler_pos(entry.slot_id)
+                if pos is None:
+                    continue
+                self.token[n], self.pos[n], self.seq_id[n] = 0, pos, entry.slot_id
+                self.logits[n] = 0
+                self.fillers.append((entry.slot_id, pos))
+                n += 1
+            elif isinstance(entry, PrefillChunk):
                 seq, m = entry.seq, entry.end - entry.start
                 self.token[n : n + m] = seq.prompt_ids[entry.start : entry.end]
                 self.pos[n : n + m] = np.arange(entry.start, entry.end, dtype=np.int32)
@@ -276,10 +290,17 @@ class LlamaRunner:
 
     def forward(self, out: SchedulerOutput) -> int:
         """One llama_decode over the whole step; llama.cpp's return code (1 = no KV room)."""
-        self._rows = self._batch.fill(out)
+        self._rows = self._batch.fill(out, self._filler_pos)
         rc = int(llama_cpp.llama_decode(self._ctx, self._batch.struct))
         llama_cpp.llama_synchronize(self._ctx)  # the logits are read next; time the GPU here
+        for slot_id, pos in self._batch.fillers:  # the throwaway cells go at once
+            llama_cpp.llama_memory_seq_rm(self._mem, slot_id, pos, -1)
         return rc
+
+    def _filler_pos(self, slot_id: int) -> int | None:
+        """The next position of a slot's stream, or None when it has no cell to spare."""
+        pos = int(llama_cpp.llama_memory_seq_pos_max(self._mem, slot_id)) + 1
+        return pos if pos < self.n_ctx_seq - 1 else None
 
     def logits(self) -> Logits:
         """The last decode's logits rows, in batch order, as a view (valid until next decode)."""

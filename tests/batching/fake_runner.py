@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from batching.info import ModelInfo
-from batching.outputs import KvOp, PrefillChunk, SchedulerOutput
+from batching.outputs import Filler, KvOp, PrefillChunk, SchedulerOutput
 from batching.sampling_state import Logits
 
 BOS, EOS = 1, 2
@@ -122,6 +122,7 @@ class FakeRunner:
         self.grammars: list[FakeGrammar] = []
         self.n_ubatch = n_ubatch
         self.ubatches: list[int] = []  # llama.cpp's ubatch count of each successful forward
+        self.num_fillers = 0  # throwaway tokens written (and removed) so far
         self._ids = itertools.count()
         self._rows: Logits = np.zeros((0, N_VOCAB), np.float32)
 
@@ -164,9 +165,15 @@ class FakeRunner:
         planned: list[tuple[int, int, int]] = []
         rows: list[int] = []  # slot of each logits row, in batch order
         seen: set[int] = set()
-        assert len(out.entries) == len(out.decode) + len(out.prefill)
+        fillers: list[int] = []
+        assert len(out.entries) == len(out.decode) + len(out.prefill) + out.num_fillers
         for entry in out.entries:
-            if isinstance(entry, PrefillChunk):
+            if isinstance(entry, Filler):  # a throwaway token at the slot's next position
+                assert entry.slot_id not in seen
+                seen.add(entry.slot_id)
+                fillers.append(entry.slot_id)
+                planned.append((entry.slot_id, len(self.cells[entry.slot_id]), 0))
+            elif isinstance(entry, PrefillChunk):
                 slot = entry.seq.slot_id
                 assert slot is not None and slot not in seen and entry.start < entry.end
                 seen.add(slot)
@@ -182,14 +189,21 @@ class FakeRunner:
                 self._check_history(entry.slot_id, entry.prompt_ids + entry.output_ids[:-1])
                 planned.append((entry.slot_id, entry.num_tokens - 1, entry.output_ids[-1]))
                 rows.append(entry.slot_id)
+        if self.n_cells is not None and fillers:  # like the runner: fillers only where room is
+            planned = [t for t in planned if t[0] not in fillers]
+            fillers = []
         if self.n_cells is not None and self.num_cells_used() + len(planned) > self.n_cells:
             self.num_full += 1
             return 1
         for slot, pos, token in planned:
             assert pos == len(self.cells[slot])
             self.cells[slot].append((next(self._ids), token))
-        self.batches.append(Batch(planned, len(out.decode), len(planned) - len(out.decode)))
+        n_real = len(planned) - len(fillers)
+        self.batches.append(Batch(planned, len(out.decode), n_real - len(out.decode)))
         self.ubatches.append(split_equal([slot for slot, _, _ in planned], self.n_ubatch))
+        self.num_fillers += len(fillers)
+        for slot in fillers:  # removed after the decode, as the real runner does
+            self.cells[slot].pop()
         self._rows = np.zeros((len(rows), N_VOCAB), np.float32)
         for i, slot in enumerate(rows):
             self._rows[i] = self._row(self.tokens_of(slot))

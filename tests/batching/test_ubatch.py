@@ -55,8 +55,11 @@ def test_the_engines_count_matches_llama_cpps_rule_on_random_batches() -> None:
         assert count_ubatches(runs, 64, sequential=True) == split_equal(tokens, 64)
 
 
-def _closed_loop(n_slots: int, n_steps: int, seed: int) -> tuple[FakeRunner, list[StepStats]]:
-    """n_slots clients with mixed prompt and answer lengths, each sending again when done.
+def _closed_loop(
+    n_slots: int, n_steps: int, seed: int, delay: int = 0
+) -> tuple[FakeRunner, list[StepStats]]:
+    """n_slots clients with mixed prompt and answer lengths, each sending again when done
+    (`delay` steps later: over HTTP the next request arrives while the next step runs).
 
     The GPU benchmark's mixed workload scaled down eightfold where it meets the batch limits:
     prompts of 64-1000 tokens against n_ubatch 512 and n_batch 2048 become 8-125 tokens
@@ -80,10 +83,17 @@ def _closed_loop(n_slots: int, n_steps: int, seed: int) -> tuple[FakeRunner, lis
 
     for _ in range(n_slots):
         send()
-    for _ in range(n_steps):
+    due: list[int] = []  # the step at which each pending client sends again
+    for step in range(n_steps):
+        for _ in range(sum(1 for d in due if d == step)):
+            send()
+        due = [d for d in due if d > step]
         for out in engine.step():
             if out.finish_reason is not None:
-                send()
+                if delay:
+                    due.append(step + delay)
+                else:
+                    send()
     return runner, stats
 
 
@@ -96,6 +106,41 @@ def test_a_closed_loop_of_mixed_lengths_keeps_decode_steps_to_few_ubatches() -> 
         u for u, b in zip(runner.ubatches, runner.batches, strict=True) if not b.num_prefill
     ]
     assert decode_only and max(decode_only) <= 2  # a hole left by a finished request, at most
+
+
+def test_slots_idle_while_the_next_request_is_on_its_way_do_not_split_the_step() -> None:
+    runner, stats = _closed_loop(n_slots=64, n_steps=600, seed=2, delay=2)
+    assert [s.num_ubatches for s in stats] == runner.ubatches
+    assert runner.num_fillers > 0
+    mean = sum(runner.ubatches) / len(runner.ubatches)
+    assert mean <= 2.0, f"{mean:.2f} ubatches per step"
+    decode_only = [
+        u for u, b in zip(runner.ubatches, runner.batches, strict=True) if not b.num_prefill
+    ]
+    assert decode_only and max(decode_only) == 1
+
+
+def test_a_filler_keeps_the_idle_slots_cache_for_the_next_request() -> None:
+    runner = FakeRunner(n_ctx=256, n_slots=3, n_ubatch=64)
+    engine = Engine(runner, EngineConfig(model_path=Path("fake"), n_slots=3, n_batch=64))
+    long = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    short = SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True)
+    shared = [1, *range(3, 40)]
+    for i, params in enumerate([long, short, long]):
+        engine.add(engine.new_sequences(f"r{i}", [*shared, 40 + i], params))
+    for _ in range(4):  # r1 ends; slot 1 sits idle between slots 0 and 2
+        engine.step()
+    cached = runner.tokens_of(1)
+    engine.step()
+    batch = runner.batches[-1]
+    assert [slot for slot, _, _ in batch.tokens] == [0, 1, 2]  # decode, filler, decode
+    assert batch.tokens[1][1] == len(cached)  # at the idle slot's next position
+    assert batch.num_decode == 2 and batch.num_prefill == 0
+    assert runner.ubatches[-1] == 1 and runner.tokens_of(1) == cached  # the cell went again
+    engine.add(engine.new_sequences("again", [*shared, 41, 7], long))
+    engine.step()
+    again = next(s for s in engine.scheduler.running if s.request_id == "again")
+    assert again.slot_id == 1 and again.num_cached_tokens == len(shared) + 1
 
 
 def test_a_step_is_laid_out_in_slot_order_with_its_rows_numbered_alike() -> None:
