@@ -115,6 +115,14 @@ class Settings:
     batch_size: int = field(
         default=1024, metadata=_meta(int, "most tokens per llama_decode step (n_batch)")
     )
+    ubatch_size: int = field(
+        default=0,
+        metadata=_meta(
+            _non_negative,
+            "most tokens per pass over the weights (n_ubatch); 0 = 512 or the batch size",
+            "N",
+        ),
+    )
     n_gpu_layers: int = field(
         default=0, metadata=_meta(int, "layers offloaded to the GPU; -1 or 99 = all")
     )
@@ -246,7 +254,7 @@ class Settings:
             n_slots=self.slots,
             n_ctx=self.ctx_size,
             n_batch=self.batch_size,
-            n_ubatch=min(512, self.batch_size),
+            n_ubatch=min(self.ubatch_size or 512, self.batch_size),
             n_gpu_layers=self.n_gpu_layers,
             n_threads=self.threads or None,
             sampler_threads=self.sampler_threads or max(1, min(4, (os.cpu_count() or 1) // 4)),

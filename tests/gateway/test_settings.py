@@ -74,6 +74,17 @@ def test_engine_config_mirrors_the_flags() -> None:
     assert settings.model_name == "m"  # the file name when no --served-model-name
 
 
+def test_the_ubatch_size_is_capped_by_the_batch_size() -> None:
+    def ubatch(*flags: str) -> int:
+        return parse(["--model", "m.gguf", *flags]).engine_config().n_ubatch
+
+    assert ubatch("--batch-size", "2048") == 512  # llama.cpp's own default
+    assert ubatch("--batch-size", "2048", "--ubatch-size", "1024") == 1024
+    assert ubatch("--batch-size", "768", "--ubatch-size", "1024") == 768
+    with pytest.raises(SystemExit):
+        parse(["--ubatch-size", "-1"])
+
+
 def test_the_json_string_cap_is_bounded_and_zero_means_none() -> None:
     assert parse([]).grammar_limits().max_string is None
     assert parse(["--json-string-max-chars", "64"]).grammar_limits().max_string == 64
