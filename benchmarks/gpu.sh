@@ -4,6 +4,11 @@
 #   benchmarks/gpu.sh bench   step profile, batched-bench, gateway and llama-server -np 64 over the
 #                             standard workloads (greedy, sampled chat, mixed and long-tailed
 #                             lengths, C=1/16, shared prefix, Poisson)                     (<= 9.5 min)
+#   PROFILE=ab GATEWAY_ARGS=... GATEWAY_B_ARGS=... [SWEEP_BATCHES=1024:512,2048:2048] gpu.sh bench
+#                             the step profile over batch/ubatch sizes and sampler threads (with
+#                             SWEEP_BATCHES), then
+#                             the quick rows for two gateways (flags A on GPU 0, B on GPU 1 after
+#                             llama-server)                                              (<= 8 min)
 #   PROFILE=quick BENCH_DEADLINE=330 benchmarks/gpu.sh bench
 #                             the rows that matter most (greedy and sampled chat, mixed and
 #                             long-tailed lengths), batch invariance, the step profile     (<= 5.5 min)
@@ -253,6 +258,15 @@ bench() {
     --model "$MODEL_ID" --label "$server:$name" --out "$RESULTS/${server}__${name}.json" \
     --no-progress --timeout 120 "$@" \
     || echo "$server:$name (failed, timed out or every request failed)" >>"$RESULTS/skipped.txt"
+  [[ $server == gateway* ]] && scrape_metrics "$port" "$OUT/metrics/${server}__${name}.txt"
+  return 0
+}
+
+scrape_metrics() { # scrape_metrics PORT FILE: the gateway's /metrics after a workload (cumulative)
+  mkdir -p "$(dirname "$2")"
+  python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://127.0.0.1:$1/metrics" \
+    | grep -E '^gateway_(time_to_first_token|request_queue|step_(duration|ubatches|sample)|time_per_output)' >"$2"
 }
 
 # workloads SERVER PORT PROFILE: the same workloads and seeds for every server, most telling
@@ -332,7 +346,11 @@ lane() {
 }
 
 ours_lane() { # step profile, then our gateway over every workload
-  if [[ $PROFILE == quick ]]; then
+  if [[ $PROFILE == ab ]]; then # the engine's settings side by side, then the HTTP rows
+    [[ -n ${SWEEP_BATCHES:-} ]] && step step-profile 240 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
+      --ctx-size "$CTX" --n-gpu-layers 99 --threads 0 --sampler-threads 4,8 --mixed-steps 200 \
+      --batches "$SWEEP_BATCHES" --out "$OUT/step_profile.json"
+  elif [[ $PROFILE == quick ]]; then
     step invariance 90 python3 "$REPO/benchmarks/invariance.py" --model "$MODEL" --out "$OUT/invariance.json"
     step step-profile 120 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
       --ctx-size "$CTX" --n-gpu-layers 99 --threads 0 --sampler-threads 4 --mixed-steps 200 \
@@ -343,14 +361,19 @@ ours_lane() { # step profile, then our gateway over every workload
       --out "$OUT/step_profile.json"
   fi
   step sampler-bench 60 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
-  serve_and_bench gateway 8001 "$PROFILE" python3 -m gateway serve --model "$MODEL" --slots 64 \
+  serve_and_bench gateway 8001 "${PROFILE/ab/quick}" python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${GATEWAY_EXTRA[@]}"
 }
 
 reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the other batch size
   [[ $PROFILE == quick ]] || batched_bench batched-bench
-  serve_and_bench llama-server-np64 8002 "$PROFILE" "$BIN/llama-server" -m "$MODEL" -np 64 -c "$CTX" \
-    "${LLAMA_SERVER_FLAGS[@]}" --port 8002
+  serve_and_bench llama-server-np64 8002 "${PROFILE/ab/quick}" "$BIN/llama-server" -m "$MODEL" -np 64 \
+    -c "$CTX" "${LLAMA_SERVER_FLAGS[@]}" --port 8002
+  if [[ $PROFILE == ab ]]; then # our gateway with other flags, over the same rows
+    serve_and_bench gateway-b 8003 quick python3 -m gateway serve --model "$MODEL" --slots 64 \
+      --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 "${GATEWAY_B_EXTRA[@]}"
+    return 0
+  fi
   [[ $PROFILE == quick ]] && return 0
   serve_and_bench gateway-b2048 8003 short python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 --batch-size 2048
@@ -361,6 +384,8 @@ do_bench() {
   PROFILE=${PROFILE:-full} # quick: the rows that matter most, invariance, one thread count
   GATEWAY_EXTRA=()
   read -ra GATEWAY_EXTRA <<<"${GATEWAY_ARGS:-}" # extra `gateway serve` flags, e.g. "--batch-size 2048"
+  GATEWAY_B_EXTRA=()
+  read -ra GATEWAY_B_EXTRA <<<"${GATEWAY_B_ARGS:-}" # PROFILE=ab: the other gateway's flags
   rm -rf "$RESULTS" && mkdir -p "$RESULTS"
   preflight || return 1
   nvidia-smi --query-gpu=index,name,memory.total,memory.used,driver_version --format=csv,noheader
@@ -382,9 +407,10 @@ do_bench() {
   python3 "$REPO/benchmarks/plot.py" combine --dir "$RESULTS" --out "$OUT/results.json" \
     --meta "model=$(basename "$MODEL")" --meta "ctx=$CTX" \
     --meta "gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1) x$gpus" \
-    --meta "llama_server_flags=${LLAMA_SERVER_FLAGS[*]}" --meta "gateway_args=${GATEWAY_ARGS:-}" \
+    --meta "llama_server_flags=${LLAMA_SERVER_FLAGS[*]}" --meta "gateway_args=${GATEWAY_ARGS:-}" --meta "gateway_b_args=${GATEWAY_B_ARGS:-}" \
     --meta "elapsed_s=$((SECONDS - T0))"
   python3 "$REPO/benchmarks/plot.py" table "$OUT/results.json"
+  [[ -d $OUT/metrics ]] && tar -czf "$OUT/metrics.tar.gz" -C "$OUT" metrics && rm -rf "$OUT/metrics"
   log "bench done: $OUT/results.json"
 }
 

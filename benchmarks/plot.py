@@ -24,6 +24,7 @@ SERVER_TITLES = {
     "llama-server-np1": "llama-server -np 1",
     "http-sim": "gateway over a 16 ms simulated decode (no GPU)",
     "gateway-b2048": "gateway --batch-size 2048",
+    "gateway-b": "gateway with $GATEWAY_B_ARGS (PROFILE=ab)",
 }
 
 

@@ -1,12 +1,13 @@
 """Profile engine steps: how much of a decode step is Python around llama_decode.
 
 Drives batching.engine.Engine directly (no HTTP) with N sequences decoding together and
-prints the median split of pure-decode steps for greedy and sampled requests, the step time by
-batch composition in a closed loop of mixed lengths (prompts 64-1000, answers 16-256 tokens),
-and the asyncio hand-off per step.
+prints the median split of pure-decode steps for greedy and sampled requests; closed loops of
+mixed lengths (prompts 64-1000, answers 16-256 tokens) and of fixed ones (256/128) with their
+throughput, time to first token and step time by batch composition, for each n_batch:n_ubatch
+pair asked for; and the asyncio hand-off per step.
 
     python benchmarks/step_profile.py --model M.gguf --slots 64 --n-gpu-layers 99 \
-        [--threads 4,16] [--sampler-threads 4]
+        [--threads 4,16] [--sampler-threads 4,8] [--batches 1024:512,1024:1024]
 """
 
 from __future__ import annotations
@@ -88,37 +89,59 @@ SAMPLINGS = {
 }
 
 
-def composition(engine: Engine, n: int, n_steps: int) -> dict[str, float]:
-    """A closed loop of n mixed-length requests: step time by how many ubatches a step took."""
+def closed_loop(engine: Engine, n: int, n_steps: int, shape: str, tag: str) -> dict[str, float]:
+    """A closed loop of n clients, each sending its next request the moment the last ends:
+    engine throughput and time to first token (no HTTP), and the step time by how many
+    ubatches a step took. `shape` "mixed": prompts 64-1000 and answers 16-256 tokens
+    (uniform); "fixed": 256 and 128."""
     rng = random.Random(7)
     stats: list[StepStats] = []
     engine.observer = stats.append
     count = 0
+    sent: dict[str, float] = {}
+    ttft: list[float] = []
+    tokens = 0
 
     def send() -> None:
         nonlocal count
         count += 1
-        prompt = [1] + [rng.randrange(1000, 30000) for _ in range(rng.randint(64, 1000))]
-        params = SamplingParams(max_tokens=rng.randint(16, 256), temperature=0.0, ignore_eos=True)
+        fixed = shape == "fixed"
+        prompt_len = 256 if fixed else rng.randint(64, 1000)
+        prompt = [1] + [rng.randrange(1000, 30000) for _ in range(prompt_len)]
+        max_tokens = 128 if fixed else rng.randint(16, 256)
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
         engine.add(engine.new_sequences(f"m{count}", prompt, params))
+        sent[f"m{count}"] = time.perf_counter()
 
     for _ in range(n):
         send()
-    for _ in range(n_steps):
+    warm = n_steps // 5  # past the first wave of prompts
+    start = 0.0
+    for i in range(n_steps):
+        if i == warm:
+            start, tokens, ttft = time.perf_counter(), 0, []
         for out in engine.step():
+            tokens += len(out.token_ids)
+            if out.num_output_tokens == 1 and out.token_ids:
+                ttft.append(time.perf_counter() - sent[out.request_id])
             if out.finish_reason is not None:
                 send()
+    wall = time.perf_counter() - start
     for seq in list(engine.scheduler.running):
         engine.abort(seq.request_id)
     while engine.has_work:
         engine.step()
-    steady = stats[n_steps // 5 :]  # past the first wave of prompts
+    steady = stats[warm:n_steps]
     by_ubatches: dict[int, list[StepStats]] = defaultdict(list)
     for st in steady:
         by_ubatches[st.num_ubatches].append(st)
     result = {
+        "output_tok_s": tokens / wall,
+        "ttft_p50_ms": statistics.median(ttft) * 1e3 if ttft else float("nan"),
+        "ttft_p90_ms": statistics.quantiles(ttft, n=10)[-1] * 1e3 if len(ttft) > 1 else 0.0,
         "mean_ubatches": statistics.mean(st.num_ubatches for st in steady),
         "mean_step_ms": statistics.mean(st.duration_s for st in steady) * 1e3,
+        "mean_sample_ms": statistics.mean(st.sample_s for st in steady) * 1e3,
         "decode_tokens_per_step": statistics.mean(st.num_decode_seqs for st in steady),
         "prefill_tokens_per_step": statistics.mean(st.num_prefill_tokens for st in steady),
     }
@@ -127,7 +150,7 @@ def composition(engine: Engine, n: int, n_steps: int) -> dict[str, float]:
         result[f"median_ms_with_{k}_ubatches"] = (
             statistics.median(st.duration_s for st in group) * 1e3
         )
-    print("mixed closed loop: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()))
+    print(f"{tag}: {shape} closed loop: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()))
     return result
 
 
@@ -157,47 +180,64 @@ async def _drain(stream: object) -> int:
     return count
 
 
+SWEEP_SAMPLINGS = ("greedy", "t0.7_top_p0.9", "t0.8_top_k40_top_p0.95", "t0.7_penalties")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--slots", type=int, default=64)
     ap.add_argument("--ctx-size", type=int, default=40960)
     ap.add_argument("--n-gpu-layers", type=int, default=99)
-    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument(
+        "--batches",
+        default="1024:512",
+        help="n_batch:n_ubatch pairs to compare in the closed loops, e.g. 1024:512,1024:1024",
+    )
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", default="0", help="llama.cpp threads to compare, e.g. 4,16")
-    ap.add_argument("--sampler-threads", type=int, default=1)
+    ap.add_argument("--sampler-threads", default="1", help="sampler threads to compare, e.g. 4,8")
     ap.add_argument("--mixed-steps", type=int, default=400)
+    ap.add_argument("--fixed-steps", type=int, default=450, help="about 3 rounds of 256/128")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    batches = [tuple(int(v) for v in pair.split(":")) for pair in args.batches.split(",")]
+    threads_list = [int(t) for t in args.threads.split(",")]
+    samplers = [int(t) for t in args.sampler_threads.split(",")]
+    runs = [(batches[0], t, samplers[0]) for t in threads_list]
+    runs += [(batches[0], threads_list[0], s) for s in samplers[1:]]
+    runs += [(b, threads_list[0], samplers[0]) for b in batches[1:]]
     result: dict[str, dict[str, float]] = {}
-    for threads in [int(t) for t in args.threads.split(",")]:
+    config = None
+    for i, ((n_batch, n_ubatch), threads, sampler_threads) in enumerate(runs):
         config = EngineConfig(
             model_path=args.model,
             n_slots=args.slots,
             n_ctx=args.ctx_size,
-            n_batch=args.batch_size,
+            n_batch=n_batch,
+            n_ubatch=n_ubatch,
             n_gpu_layers=args.n_gpu_layers,
             n_threads=threads or None,
-            sampler_threads=args.sampler_threads,
+            sampler_threads=sampler_threads,
         )
         runner = LlamaRunner(config)
         time_batch_fill(runner)
         engine = Engine(runner, config)
-        tag = f"threads{threads or 'auto'}"
+        tag = f"b{n_batch}:ub{n_ubatch}:threads{threads or 'auto'}:sampler{sampler_threads}"
+        same_batch = (n_batch, n_ubatch) == batches[0]
         for name, kw in SAMPLINGS.items():
-            if threads != int(args.threads.split(",")[0]) and name not in (
-                "greedy",
-                "t0.7_top_p0.9",
-            ):
-                continue  # the other thread counts: the two rows that tell the difference
+            if i > 0 and (name not in SWEEP_SAMPLINGS or not same_batch):
+                continue  # the other settings: the rows that tell the difference
             params = SamplingParams(max_tokens=args.max_tokens, seed=1, ignore_eos=True, **kw)
             steps = profile(engine, args.slots, args.prompt_len, params)
             result[f"{tag}:{name}"] = summarize(f"{tag}:{name}", steps)
-        if threads == int(args.threads.split(",")[0]):
-            result[f"{tag}:mixed"] = composition(engine, args.slots, args.mixed_steps)
+        if i == 0 or not same_batch:
+            for shape, n_steps in (("mixed", args.mixed_steps), ("fixed", args.fixed_steps)):
+                loop = closed_loop(engine, args.slots, n_steps, shape, tag)
+                result[f"{tag}:{shape}"] = loop
         engine.close()
+    assert config is not None
     wall_per_step = handoff_ms(config, args.slots)
     print(f"async wall per step with {args.slots} streams: {wall_per_step:.3f} ms")
     result["async_wall_per_step_ms"] = {"value": wall_per_step}
