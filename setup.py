@@ -10,14 +10,17 @@ setup(
     ext_modules=[
         Extension(
             "batching._sampling",
-            sources=["batching/_sampling.c"],
+            sources=["batching/_sampling.c", "batching/_parallel.c", "batching/_pool.c"],
+            depends=["batching/_sampling.h", "batching/_pool.h"],
             extra_compile_args=[
                 "-O3",
                 "-std=c11",
                 "-fno-wrapv",  # Python builds with -fwrapv, which stops the loops vectorising
                 "-fno-trapping-math",
                 "-fno-math-errno",
+                "-pthread",
             ],
+            extra_link_args=["-pthread"],
         )
     ]
 )

@@ -13,6 +13,8 @@
  * fresh noise. A kept token is distributed exactly as the renormalised nucleus. After
  * MAX_ATTEMPTS the nucleus floor is found by bisection and the draw is made inside it.
  */
+#include "_sampling.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -27,27 +29,6 @@
 #define LANES 32        /* independent accumulators: lets the compiler vectorise reductions */
 #define MAX_ATTEMPTS 8  /* top-p rejection draws before the exact nucleus floor */
 #define EXP_MIN -87.0f  /* below this exp() underflows float anyway */
-
-typedef struct {
-    float inv_temp; /* 0: greedy (argmax) */
-    float top_p;    /* 1: off */
-    float min_p;    /* 0: off */
-    int32_t top_k;  /* 0 or >= n_vocab: off */
-    uint64_t seed;
-    uint64_t position; /* how many tokens this sequence drew before: the draw's key */
-} lg_params;
-
-/* One row's sparse edits before sampling: logit_bias, the repetition penalty over the tokens
- * seen (prompt and output), and frequency/presence penalties over the tokens generated. */
-typedef struct {
-    const int32_t *bias_ids;
-    const float *bias_values;
-    const int32_t *seen_ids;
-    const int32_t *penalty_ids;
-    const float *counts; /* indexed by token id */
-    int32_t n_bias, n_seen, n_penalty;
-    float repetition, frequency, presence;
-} lg_edits;
 
 /* ---------------------------------------------------------------- small helpers */
 

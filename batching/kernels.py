@@ -1,7 +1,7 @@
 """The compiled sampling kernels (batching/_sampling.c), called through ctypes.
 
-ctypes releases the GIL for the length of each call, so the rows of a step can be split
-between a few threads while the event loop keeps serving HTTP.
+ctypes releases the GIL for the length of each call. One call splits a step's rows between
+the threads of a small pool in C (batching/_pool.c), while the event loop keeps serving HTTP.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import sysconfig
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +65,16 @@ def _library() -> ctypes.CDLL:
             lib = ctypes.CDLL(str(path))
             lib.lg_scratch_bytes.argtypes = [_I32]
             lib.lg_scratch_bytes.restype = ctypes.c_int64
-            lib.lg_sample.argtypes = [_I32, _I32, _P, _P, _P, _P, ctypes.c_int64, _P, _P]
-            lib.lg_sample.restype = None
-            lib.lg_logprobs.argtypes = [_I32, _I32, _P, _P, _I32, _P, _P, _P, _P]
-            lib.lg_logprobs.restype = None
+            lib.lg_pool_new.argtypes = [ctypes.c_int]
+            lib.lg_pool_new.restype = _P
+            lib.lg_pool_free.argtypes = [_P]
+            lib.lg_pool_free.restype = None
+            lib.lg_sample_parallel.argtypes = [_P, _I32, _I32, _I32, _P, _P, _P, _P]
+            lib.lg_sample_parallel.argtypes += [ctypes.c_int64, _P, _P]
+            lib.lg_sample_parallel.restype = None
+            lib.lg_logprobs_parallel.argtypes = [_P, _I32, _I32, _I32, _P, _P, _I32, _P, _P, _P]
+            lib.lg_logprobs_parallel.argtypes += [_P]
+            lib.lg_logprobs_parallel.restype = None
             return lib
     raise ImportError(
         "the sampling kernels (batching/_sampling.c) are not compiled: "
@@ -93,12 +97,8 @@ class Kernels:
     def __init__(self, n_threads: int = 1) -> None:
         self._lib = _library()
         self.n_threads = max(1, n_threads)
-        self._pool = (
-            ThreadPoolExecutor(self.n_threads - 1, thread_name_prefix="sampler")
-            if self.n_threads > 1
-            else None
-        )
-        self._scratch: list[npt.NDArray[np.uint8]] = []
+        self._pool: int | None = self._lib.lg_pool_new(self.n_threads) or None
+        self._scratch = np.empty(0, np.uint8)  # one buffer per thread, end to end
         self._n_vocab = 0
 
     def sample(
@@ -108,21 +108,19 @@ class Kernels:
         and, where given, its edits (the arrays they point to must outlive the call)."""
         out = np.empty(len(rows), np.int32)
         table = gumbel_table(n_vocab)
-
-        def run(k: int, lo: int, hi: int) -> None:
-            self._lib.lg_sample(
-                hi - lo,
-                n_vocab,
-                rows.ctypes.data + 8 * lo,
-                params.ctypes.data + PARAMS_DTYPE.itemsize * lo,
-                None if edits is None else edits.ctypes.data + EDITS_DTYPE.itemsize * lo,
-                table.ctypes.data,
-                len(table),
-                self._scratch[k].ctypes.data,
-                out.ctypes.data + 4 * lo,
-            )
-
-        self._split(n_vocab, len(rows), run)
+        self._lib.lg_sample_parallel(
+            self._pool,
+            self._parts(n_vocab, len(rows)),
+            len(rows),
+            n_vocab,
+            rows.ctypes.data,
+            params.ctypes.data,
+            None if edits is None else edits.ctypes.data,
+            table.ctypes.data,
+            len(table),
+            self._scratch.ctypes.data,
+            out.ctypes.data,
+        )
         return out
 
     def logprobs(
@@ -133,42 +131,30 @@ class Kernels:
         token_lp = np.empty(n, np.float32)
         top_ids = np.zeros((n, max(n_top, 1)), np.int32)
         top_lp = np.zeros((n, max(n_top, 1)), np.float32)
-
-        def run(k: int, lo: int, hi: int) -> None:
-            self._lib.lg_logprobs(
-                hi - lo,
-                n_vocab,
-                rows.ctypes.data + 8 * lo,
-                tokens.ctypes.data + 4 * lo,
-                n_top,
-                token_lp.ctypes.data + 4 * lo,
-                top_ids.ctypes.data + top_ids.strides[0] * lo,
-                top_lp.ctypes.data + top_lp.strides[0] * lo,
-                self._scratch[k].ctypes.data,
-            )
-
-        self._split(n_vocab, n, run)
+        self._lib.lg_logprobs_parallel(
+            self._pool,
+            self._parts(n_vocab, n),
+            n,
+            n_vocab,
+            rows.ctypes.data,
+            tokens.ctypes.data,
+            n_top,
+            token_lp.ctypes.data,
+            top_ids.ctypes.data,
+            top_lp.ctypes.data,
+            self._scratch.ctypes.data,
+        )
         return token_lp, top_ids[:, :n_top], top_lp[:, :n_top]
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            self._lib.lg_pool_free(self._pool)
             self._pool = None
 
-    def _split(self, n_vocab: int, n_rows: int, run: Callable[[int, int, int], None]) -> None:
-        """Run `run(k, lo, hi)` over contiguous row ranges: the first here, the rest in threads."""
-        n_parts = max(1, min(self.n_threads, n_rows // MIN_ROWS_PER_THREAD))
-        if n_vocab != self._n_vocab or len(self._scratch) < n_parts:
+    def _parts(self, n_vocab: int, n_rows: int) -> int:
+        """How many threads take part in a call of n_rows; sizes the scratch memory for them."""
+        if n_vocab != self._n_vocab:
             size = int(self._lib.lg_scratch_bytes(n_vocab))
-            self._scratch = [np.empty(size, np.uint8) for _ in range(self.n_threads)]
+            self._scratch = np.empty(size * self.n_threads, np.uint8)
             self._n_vocab = n_vocab
-        bounds = [n_rows * k // n_parts for k in range(n_parts + 1)]
-        pool = self._pool
-        futures = [
-            pool.submit(run, k, bounds[k], bounds[k + 1])
-            for k in range(1, n_parts)
-            if pool is not None
-        ]
-        run(0, bounds[0], bounds[1])
-        for future in futures:
-            future.result()
+        return max(1, min(self.n_threads, n_rows // MIN_ROWS_PER_THREAD))

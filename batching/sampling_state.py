@@ -53,14 +53,16 @@ class TokenCounts:
         if self.counts is None:
             self.counts = np.zeros(n_vocab, np.float32)
             self.counts_ptr = self.counts.ctypes.data
+        counts = self.counts
         for t in token_ids:
-            if self.counts[t] == 0:
+            before = counts.item(t)  # a Python float: cheaper than numpy's scalar
+            if before == 0:
                 if self.num_ids == len(self._ids):
                     self._ids = np.concatenate([self._ids, np.empty_like(self._ids)])
                     self.ids_ptr = self._ids.ctypes.data
                 self._ids[self.num_ids] = t
                 self.num_ids += 1
-            self.counts[t] += 1
+            counts[t] = before + 1
 
     def ids(self) -> Ids:
         """The ids with a count (a view, valid until the next add)."""
@@ -79,6 +81,7 @@ class SamplingState:
         "_prompt_ids",
         "_seen",
         "grammar",
+        "needs_edits",
         "num_sampled",
         "params",
         "seed",
@@ -104,11 +107,8 @@ class SamplingState:
         self._seen = TokenCounts()  # prompt and generated tokens: the repetition penalty
         self._prompt_ids = prompt_ids if p.repetition_penalty != 1.0 else []
         self._bias = (self._bias_ids.ctypes.data, self._bias_vals.ctypes.data, len(self._bias_ids))
-
-    @property
-    def needs_edits(self) -> bool:
-        """Whether logit_bias or penalties change this sequence's row before sampling."""
-        return bool(self.params.has_penalties or self._bias_ids.size)
+        # whether logit_bias or penalties change this sequence's row before sampling
+        self.needs_edits = bool(p.has_penalties or self._bias_ids.size)
 
     def kernel_row(self) -> tuple[float, float, float, int, int, int]:
         """This sequence's parameters for the next draw, as the kernels take them."""
@@ -154,11 +154,12 @@ class SamplingState:
     def accept(self, token_id: int, n_vocab: int) -> None:
         """Record a chosen token for the draw position, penalties and the grammar."""
         self.num_sampled += 1
-        p = self.params
-        if p.presence_penalty or p.frequency_penalty:
-            self._outputs.add([token_id], n_vocab)
-        if p.repetition_penalty != 1.0:
-            self._seen.add([token_id], n_vocab)
+        if self.needs_edits:
+            p = self.params
+            if p.presence_penalty or p.frequency_penalty:
+                self._outputs.add([token_id], n_vocab)
+            if p.repetition_penalty != 1.0:
+                self._seen.add([token_id], n_vocab)
         if self.grammar is not None:
             self.grammar.accept(token_id)
 

@@ -167,7 +167,8 @@ build_kernels() { # our C sampling kernels, as setup.py builds them (no Python h
   local so
   so="$REPO/batching/_sampling$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
   [[ -f $so ]] && return 0
-  gcc -O3 -std=c11 -fno-trapping-math -fno-math-errno -shared -fPIC -o "$so" "$REPO/batching/_sampling.c" -lm \
+  gcc -O3 -std=c11 -fno-trapping-math -fno-math-errno -pthread -shared -fPIC -o "$so" \
+    "$REPO"/batching/_{sampling,parallel,pool}.c -lm \
     && log "built $so"
 }
 

@@ -336,6 +336,24 @@ def test_threads_split_the_rows_without_changing_any_token() -> None:
         assert run(threaded) == run(SAMPLER)
     finally:
         threaded.close()
+    assert run(threaded) == run(SAMPLER)  # a closed sampler still samples, on one thread
+
+
+def test_threads_split_the_log_probabilities_without_changing_any() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((40, 3000)).astype(np.float32)
+    pieces = [b"x"] * 3000
+
+    def run(sampler: Sampler) -> list[object]:
+        states = [_state(seed=i, temperature=0.8, logprobs=i % 4) for i in range(40)]
+        return sampler.sample(logits, list(range(40)), states, pieces)[1] or []
+
+    threaded = Sampler(n_threads=3)
+    try:
+        threaded_lps, single_lps = run(threaded), run(SAMPLER)
+    finally:
+        threaded.close()
+    assert threaded_lps == single_lps and len(threaded_lps) == 40
 
 
 class CountingGrammar(OnlyEven):
