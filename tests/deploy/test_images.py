@@ -63,3 +63,19 @@ def test_image_layers_pins_and_runtime_user(dockerfile: Path) -> None:
     assert "XDG_CACHE_HOME=/tmp/cache" in runtime  # the only write: the demo model, under /tmp
     assert ":latest" not in text
     assert (dockerfile.parent / f"{dockerfile.name}.dockerignore").is_file()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_the_image_builds_the_sampling_kernels_from_the_sources_only(dockerfile: Path) -> None:
+    """The wheel compiles batching/_*.c through setup.py: both must reach the build stage, and
+    a kernel library built on the developer's machine must not."""
+    text = dockerfile.read_text()
+    build = text[: text.rindex("\nFROM ")]
+    copied = " ".join(re.findall(r"^COPY (?!--from)(.+) \S+$", build, re.MULTILINE)).split()
+    for needed in ("pyproject.toml", "setup.py", "batching"):
+        assert needed in copied, f"{dockerfile.name} does not copy {needed}"
+    ignore = (dockerfile.parent / f"{dockerfile.name}.dockerignore").read_text().splitlines()
+    assert "!setup.py" in ignore and "!batching/" in ignore
+    assert "**/*.so" in ignore
+    sources = re.findall(r'"(batching/_\w+\.[ch])"', (ROOT / "setup.py").read_text())
+    assert sources and all((ROOT / s).is_file() for s in sources)
