@@ -7,14 +7,17 @@
  * others are done. Workers spin a little after each job before sleeping again, so the next
  * call of the same step (log-probabilities after sampling) finds them awake.
  *
- * One caller at a time: the engine thread owns its pool.
+ * One caller at a time: the engine thread owns its pool (batching/kernels.py holds a lock).
+ * A forked child has no workers: there the caller runs every part itself.
  */
 #include "_pool.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -24,6 +27,7 @@
 #endif
 
 #define WORKER_SPINS 2000 /* checks for a new job before a worker sleeps (tens of us) */
+#define PARTS_BITS 16     /* the low bits of `generation` carry the job's number of parts */
 #define CALLER_SPINS 4000 /* checks for the workers' end before the caller yields its core */
 
 typedef struct {
@@ -37,15 +41,17 @@ struct lg_pool {
     worker_slot *slots;
     pthread_mutex_t mutex;
     pthread_cond_t wake;
-    atomic_uint generation; /* bumped for every job: workers wait for it to move */
-    atomic_int pending;     /* workers that have not finished the current job */
+    /* (job number << PARTS_BITS) | parts: a worker learns from one load whether it takes
+     * part, and only those that do read `job` and `arg`, which stay put until they are done */
+    atomic_uint_fast64_t generation;
+    atomic_int pending; /* workers taking part that have not finished the current job */
     atomic_int stop;
-    lg_job job; /* the current job, written before `generation` is bumped */
+    lg_job job;
     void *arg;
-    int n_parts;
+    pid_t owner; /* the process whose threads these are */
 };
 
-static int should_wait(lg_pool *pool, unsigned seen) {
+static int should_wait(lg_pool *pool, uint_fast64_t seen) {
     return atomic_load_explicit(&pool->generation, memory_order_acquire) == seen &&
            !atomic_load_explicit(&pool->stop, memory_order_acquire);
 }
@@ -53,7 +59,7 @@ static int should_wait(lg_pool *pool, unsigned seen) {
 static void *worker(void *p) {
     worker_slot *slot = p;
     lg_pool *pool = slot->pool;
-    unsigned seen = 0;
+    uint_fast64_t seen = 0;
     for (;;) {
         for (int spins = 0; should_wait(pool, seen) && spins < WORKER_SPINS; spins++) cpu_relax();
         if (should_wait(pool, seen)) {
@@ -63,8 +69,11 @@ static void *worker(void *p) {
         }
         if (atomic_load_explicit(&pool->stop, memory_order_acquire)) return NULL;
         seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
-        if (slot->index < pool->n_parts) pool->job(pool->arg, slot->index, pool->n_parts);
-        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel);
+        int n_parts = (int)(seen & ((1u << PARTS_BITS) - 1));
+        if (slot->index < n_parts) {
+            pool->job(pool->arg, slot->index, n_parts);
+            atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel);
+        }
     }
 }
 
@@ -80,6 +89,7 @@ lg_pool *lg_pool_new(int n_threads) {
     }
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->wake, NULL);
+    pool->owner = getpid();
     pool->n_threads = 1;
     for (int i = 1; i < n_threads; i++) { /* fewer threads if the system refuses some */
         pool->slots[i].pool = pool;
@@ -91,17 +101,18 @@ lg_pool *lg_pool_new(int n_threads) {
 }
 
 void lg_pool_run(lg_pool *pool, lg_job job, void *arg, int n_parts) {
-    if (pool == NULL || pool->n_threads == 1 || n_parts <= 1) {
+    if (pool == NULL || pool->n_threads == 1 || n_parts <= 1 || getpid() != pool->owner) {
         for (int k = 0; k < n_parts; k++) job(arg, k, n_parts);
         return;
     }
     n_parts = n_parts > pool->n_threads ? pool->n_threads : n_parts;
     pool->job = job;
     pool->arg = arg;
-    pool->n_parts = n_parts;
-    atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_relaxed);
+    atomic_store_explicit(&pool->pending, n_parts - 1, memory_order_relaxed);
     pthread_mutex_lock(&pool->mutex);
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    uint_fast64_t next = atomic_load_explicit(&pool->generation, memory_order_relaxed);
+    next = ((next >> PARTS_BITS) + 1) << PARTS_BITS | (uint_fast64_t)n_parts;
+    atomic_store_explicit(&pool->generation, next, memory_order_release);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mutex);
     job(arg, 0, n_parts);

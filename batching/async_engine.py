@@ -102,6 +102,9 @@ class AsyncEngine:
         if self._thread is not None:
             self._commands.put(("stop", None))
             self._thread.join(timeout=30)
+            if self._thread.is_alive():  # still in a step: freeing its memory would crash it
+                logger.error("the engine thread did not stop within 30 s; not freeing it")
+                return
             self._thread = None
         self._engine.close()
 

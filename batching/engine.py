@@ -51,7 +51,8 @@ class Engine:
             config.n_ctx,
             max_seq_len,
             runner.eog_ids,
-            fill_gaps=not config.kv_unified,
+            # a unified cache splits by size, recurrent memories cannot drop a filler's state
+            fill_gaps=not config.kv_unified and not runner.info.is_recurrent,
         )
         self.observer = observer
         self.sampler = Sampler(config.sampler_threads)

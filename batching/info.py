@@ -24,6 +24,8 @@ class ModelInfo:
     chat_template: str | None  # the GGUF's tokenizer.chat_template, if any
     quantization: str  # e.g. "Q4_K_M"
     description: str  # llama.cpp's one-line model description
+    # Recurrent or hybrid memory (Mamba, RWKV, Jamba ...): no partial removal of cells
+    is_recurrent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

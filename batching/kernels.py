@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import sysconfig
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,11 @@ class Kernels:
         self._pool: int | None = self._lib.lg_pool_new(self.n_threads) or None
         self._scratch = np.empty(0, np.uint8)  # one buffer per thread, end to end
         self._n_vocab = 0
+        self._lock = threading.Lock()  # one call at a time: the pool and scratch are shared
+
+    def __del__(self) -> None:
+        if hasattr(self, "_lock"):  # not when __init__ failed part way
+            self.close()
 
     def sample(
         self, n_vocab: int, rows: Pointers, params: Params, edits: Params | None = None
@@ -108,19 +114,20 @@ class Kernels:
         and, where given, its edits (the arrays they point to must outlive the call)."""
         out = np.empty(len(rows), np.int32)
         table = gumbel_table(n_vocab)
-        self._lib.lg_sample_parallel(
-            self._pool,
-            self._parts(n_vocab, len(rows)),
-            len(rows),
-            n_vocab,
-            rows.ctypes.data,
-            params.ctypes.data,
-            None if edits is None else edits.ctypes.data,
-            table.ctypes.data,
-            len(table),
-            self._scratch.ctypes.data,
-            out.ctypes.data,
-        )
+        with self._lock:
+            self._lib.lg_sample_parallel(
+                self._pool,
+                self._parts(n_vocab, len(rows)),
+                len(rows),
+                n_vocab,
+                rows.ctypes.data,
+                params.ctypes.data,
+                None if edits is None else edits.ctypes.data,
+                table.ctypes.data,
+                len(table),
+                self._scratch.ctypes.data,
+                out.ctypes.data,
+            )
         return out
 
     def logprobs(
@@ -131,25 +138,28 @@ class Kernels:
         token_lp = np.empty(n, np.float32)
         top_ids = np.zeros((n, max(n_top, 1)), np.int32)
         top_lp = np.zeros((n, max(n_top, 1)), np.float32)
-        self._lib.lg_logprobs_parallel(
-            self._pool,
-            self._parts(n_vocab, n),
-            n,
-            n_vocab,
-            rows.ctypes.data,
-            tokens.ctypes.data,
-            n_top,
-            token_lp.ctypes.data,
-            top_ids.ctypes.data,
-            top_lp.ctypes.data,
-            self._scratch.ctypes.data,
-        )
+        with self._lock:
+            self._lib.lg_logprobs_parallel(
+                self._pool,
+                self._parts(n_vocab, n),
+                n,
+                n_vocab,
+                rows.ctypes.data,
+                tokens.ctypes.data,
+                n_top,
+                token_lp.ctypes.data,
+                top_ids.ctypes.data,
+                top_lp.ctypes.data,
+                self._scratch.ctypes.data,
+            )
         return token_lp, top_ids[:, :n_top], top_lp[:, :n_top]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._lib.lg_pool_free(self._pool)
-            self._pool = None
+        """Stop the pool's threads; later calls run on the caller's thread alone."""
+        with self._lock:
+            if self._pool is not None:
+                self._lib.lg_pool_free(self._pool)
+                self._pool = None
 
     def _parts(self, n_vocab: int, n_rows: int) -> int:
         """How many threads take part in a call of n_rows; sizes the scratch memory for them."""

@@ -252,6 +252,10 @@ class LlamaRunner:
             chat_template=template.decode("utf-8") if template else None,
             quantization=_ftype_name(llama_cpp.llama_model_ftype(self._model)),
             description=desc.value.decode("utf-8", "replace"),
+            is_recurrent=bool(
+                llama_cpp.llama_model_is_recurrent(self._model)
+                or llama_cpp.llama_model_is_hybrid(self._model)
+            ),
         )
 
     def _piece(self, token: int, special: bool) -> bytes:
@@ -298,7 +302,10 @@ class LlamaRunner:
         return rc
 
     def _filler_pos(self, slot_id: int) -> int | None:
-        """The next position of a slot's stream, or None when it has no cell to spare."""
+        """The next position of a slot's stream, or None when it has no cell to spare (or the
+        memory is recurrent: it could not drop the filler's state again)."""
+        if self.info.is_recurrent:
+            return None
         pos = int(llama_cpp.llama_memory_seq_pos_max(self._mem, slot_id)) + 1
         return pos if pos < self.n_ctx_seq - 1 else None
 

@@ -30,7 +30,7 @@ class Scheduler:
         n_ctx: int,
         max_seq_len: int,
         eog_ids: frozenset[int],
-        fill_gaps: bool = True,
+        fill_gaps: bool = False,
     ) -> None:
         self.slots = slots
         self.fill_gaps = fill_gaps  # llama.cpp splits by runs of slot ids (a stream per slot)
@@ -210,18 +210,35 @@ class Scheduler:
             row += 1
 
     def _fill_gaps(self, out: SchedulerOutput) -> None:
-        """Put a Filler in every short gap of idle slots between the batch's slots."""
+        """Put a Filler in every short gap of idle slots between the batch's slots.
+
+        An idle slot that holds more than twice the cells of the batch's longest sequence
+        gets none: llama.cpp sizes a ubatch's attention by its fullest stream, so such a
+        filler would make every token of the pass attend over that slot's length, which can
+        cost more than the extra pass it saves.
+        """
         budget = self.n_batch - out.num_tokens
+        longest = max([s.num_tokens for s in out.decode] + [c.end for c in out.prefill], default=0)
         entries: list[Sequence | PrefillChunk | Filler] = []
         last = None
         for entry in out.entries:
             slot = _slot_of(entry)
-            if last is not None and 0 < slot - last - 1 <= min(MAX_FILLED_GAP, budget):
-                entries += [Filler(s) for s in range(last + 1, slot)]
-                budget -= slot - last - 1
+            gap = range(last + 1, slot) if last is not None else range(0)
+            if 0 < len(gap) <= min(MAX_FILLED_GAP, budget) and all(
+                self._cells_of(s) <= 2 * longest for s in gap
+            ):
+                entries += [Filler(s) for s in gap]
+                budget -= len(gap)
             entries.append(entry)
             last = slot
         out.entries = entries
+
+    def _cells_of(self, slot_id: int) -> int:
+        """KV cells an idle slot holds: its cached prefix, or a waiting sequence's tokens."""
+        for seq in self.running:
+            if seq.slot_id == slot_id:
+                return seq.num_computed_tokens
+        return len(self.slots.slots[slot_id].cached)
 
     def _fork(self, seq: Sequence) -> None:
         parent = seq.parent

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -337,6 +340,27 @@ def test_threads_split_the_rows_without_changing_any_token() -> None:
     finally:
         threaded.close()
     assert run(threaded) == run(SAMPLER)  # a closed sampler still samples, on one thread
+
+
+def test_a_forked_child_samples_on_its_own_thread_without_waiting_for_absent_workers() -> None:
+    logits = np.random.default_rng(4).standard_normal((32, 3000)).astype(np.float32)
+    threaded = Sampler(n_threads=4)
+    try:
+        expected = threaded.sample(logits, list(range(32)), [_state(i) for i in range(32)], [])[0]
+        pid = os.fork()  # the pool's workers do not exist in the child
+        if pid == 0:
+            got = threaded.sample(logits, list(range(32)), [_state(i) for i in range(32)], [])[0]
+            os._exit(0 if got == expected else 1)
+        deadline = time.monotonic() + 30
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung in the sampler")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+    finally:
+        threaded.close()
 
 
 def test_threads_split_the_log_probabilities_without_changing_any() -> None:

@@ -6,6 +6,7 @@ engine's own count (batching/ubatch.py, exported as a metric) must agree with it
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -141,6 +142,29 @@ def test_a_filler_keeps_the_idle_slots_cache_for_the_next_request() -> None:
     engine.step()
     again = next(s for s in engine.scheduler.running if s.request_id == "again")
     assert again.slot_id == 1 and again.num_cached_tokens == len(shared) + 1
+
+
+def _gap_of_one(recurrent: bool = False, idle_prompt: int = 12) -> FakeRunner:
+    """Slot 1's request ends early and nobody takes the slot; slots 0 and 2 keep decoding."""
+    runner = FakeRunner(n_ctx=512, n_slots=3, n_ubatch=64)
+    if recurrent:
+        runner.info = dataclasses.replace(runner.info, is_recurrent=True)
+    engine = Engine(runner, EngineConfig(model_path=Path("fake"), n_slots=3, n_batch=256))
+    long = SamplingParams(temperature=0.0, max_tokens=30, ignore_eos=True)
+    short = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
+    lengths = [6, idle_prompt, 7]
+    for i, params in enumerate([long, short, long]):
+        engine.add(engine.new_sequences(f"r{i}", [1, *range(3, 3 + lengths[i])], params))
+    for _ in range(5):
+        engine.step()
+    return runner
+
+
+def test_no_filler_for_a_recurrent_memory_or_a_slot_much_longer_than_the_batch() -> None:
+    assert _gap_of_one().ubatches[-1] == 1  # the filler joins the two runs
+    assert _gap_of_one(recurrent=True).ubatches[-1] == 2  # it could not drop the filler again
+    # slot 1 holds 101 cells, the batch's longest sequence 12: a filler would widen attention
+    assert _gap_of_one(idle_prompt=100).ubatches[-1] == 2
 
 
 def test_a_step_is_laid_out_in_slot_order_with_its_rows_numbered_alike() -> None:
