@@ -292,6 +292,10 @@ class LlamaRunner:
     def clear_slot(self, slot_id: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._mem, slot_id, -1, -1)
 
+    def slot_length(self, slot_id: int) -> int:
+        """How many positions a slot's KV cells hold (its largest position + 1)."""
+        return int(llama_cpp.llama_memory_seq_pos_max(self._mem, slot_id)) + 1
+
     def forward(self, out: SchedulerOutput) -> int:
         """One llama_decode over the whole step; llama.cpp's return code (1 = no KV room)."""
         self._rows = self._batch.fill(out, self._filler_pos)
@@ -306,7 +310,7 @@ class LlamaRunner:
         memory is recurrent: it could not drop the filler's state again)."""
         if self.info.is_recurrent:
             return None
-        pos = int(llama_cpp.llama_memory_seq_pos_max(self._mem, slot_id)) + 1
+        pos = self.slot_length(slot_id)
         return pos if pos < self.n_ctx_seq - 1 else None
 
     def logits(self) -> Logits:

@@ -11,7 +11,7 @@ import pytest
 from batching.async_engine import AsyncEngine
 from batching.config import EngineConfig
 from batching.engine import Engine, EngineUnavailableError, QueueFullError
-from batching.outputs import StepOutput
+from batching.outputs import StepOutput, StepStats
 from batching.params import ParamError, SamplingParams
 from batching.runner import LlamaRunner
 
@@ -242,3 +242,45 @@ def test_more_choices_than_slots_is_refused_up_front(runner: LlamaRunner) -> Non
     with pytest.raises(ParamError) as err:
         engine.new_sequences("n", ids(runner, PROMPTS[0]), GREEDY, n=3)
     assert err.value.param == "n"
+
+
+def test_a_slot_idle_between_busy_ones_keeps_its_cache_and_changes_no_text(
+    runner: LlamaRunner,
+) -> None:
+    """The throwaway token in an idle slot (a Filler) leaves every text and the slot's cached
+    prefix as they were, and the decode steps around it stay one pass over the weights."""
+    long = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    short = SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)
+    prefix = " ".join(f"word{i}" for i in range(60))
+    later = ids(runner, prefix + " and then the second question")
+    # as long as the idle slot's cache: a much longer idle slot gets no filler
+    prompt_a = ids(runner, " ".join(f"item{i}" for i in range(50)) + PROMPTS[0])
+    prompt_c = ids(runner, " ".join(f"thing{i}" for i in range(50)) + PROMPTS[2])
+    alone = {
+        name: tokens_of(run(make_engine(runner), [(name, p, params)])[(name, 0)])
+        for name, p, params in [("a", prompt_a, long), ("c", prompt_c, long), ("d", later, GREEDY)]
+    }
+    stats: list[StepStats] = []
+    engine = make_engine(runner)
+    engine.observer = stats.append
+    engine.add(engine.new_sequences("a", prompt_a, long))
+    engine.add(engine.new_sequences("b", ids(runner, prefix + " and then a first one"), short))
+    engine.add(engine.new_sequences("c", prompt_c, long))
+    outs: dict[str, list[StepOutput]] = {}
+
+    def step() -> None:
+        for out in engine.step():
+            outs.setdefault(out.request_id, []).append(out)
+
+    while not any(o.finish_reason for o in outs.get("b", [])):
+        step()
+    cached = runner.slot_length(1)
+    for _ in range(4):  # slot 1 sits idle between slots 0 and 2
+        step()
+    assert [s.num_ubatches for s in stats[-4:]] == [1, 1, 1, 1]
+    assert runner.slot_length(1) == cached  # each step's throwaway cell went again
+    engine.add(engine.new_sequences("d", later, GREEDY))
+    while engine.has_work:
+        step()
+    assert outs["d"][-1].num_cached_tokens >= 100  # the idle slot's prefix was still there
+    assert {k: tokens_of(outs[k]) for k in ("a", "c", "d")} == alone
