@@ -43,7 +43,8 @@ class Engine:
     ) -> None:
         self.runner = runner
         self.config = config
-        self.slots = SlotTable(config.n_slots, config.prefix_cache)
+        # a recurrent memory cannot cut a sequence's state back to a shared prefix
+        self.slots = SlotTable(config.n_slots, config.prefix_cache and not runner.info.is_recurrent)
         max_seq_len = min(runner.info.n_ctx, config.max_seq_len or runner.info.n_ctx)
         self.scheduler = Scheduler(
             self.slots,

@@ -167,6 +167,21 @@ def test_no_filler_for_a_recurrent_memory_or_a_slot_much_longer_than_the_batch()
     assert _gap_of_one(idle_prompt=100).ubatches[-1] == 2
 
 
+def test_a_recurrent_memory_reuses_no_prefix() -> None:
+    runner = FakeRunner(n_ctx=256, n_slots=1, n_ubatch=64)
+    runner.info = dataclasses.replace(runner.info, is_recurrent=True)
+    engine = Engine(runner, EngineConfig(model_path=Path("fake"), n_slots=1, n_batch=64))
+    params = SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)
+    prompt = [1, *range(3, 40)]
+    outs = []
+    for name in ("first", "again"):
+        engine.add(engine.new_sequences(name, prompt, params))
+        while engine.has_work:
+            outs += engine.step()
+    assert [o.num_cached_tokens for o in outs if o.finish_reason] == [0, 0]
+    assert runner.kv_ops[-1].kind == "rm" and runner.kv_ops[-1].pos == 0  # the whole state
+
+
 def test_a_step_is_laid_out_in_slot_order_with_its_rows_numbered_alike() -> None:
     runner = FakeRunner(n_ctx=256, n_slots=4, n_ubatch=64)
     engine = Engine(runner, EngineConfig(model_path=Path("fake"), n_slots=4, n_batch=64))
