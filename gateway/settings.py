@@ -257,10 +257,20 @@ class Settings:
             n_ubatch=min(self.ubatch_size or 512, self.batch_size),
             n_gpu_layers=self.n_gpu_layers,
             n_threads=self.threads or None,
-            sampler_threads=self.sampler_threads or max(1, min(4, (os.cpu_count() or 1) // 4)),
+            sampler_threads=self._sampler_threads(),
             max_queue=self.max_queue,
             kv_unified=self.kv_unified,
         )
+
+    def _sampler_threads(self) -> int:
+        """Asked for, or a quarter of the cores (1 to 4); never more than the cores: the
+        pool's threads spin briefly, and spinning threads without a core of their own slow
+        each other down."""
+        return min(self.sampler_threads or max(1, min(4, _cores() // 4)), _cores())
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
 
 
 def env_name(setting: str) -> str:

@@ -117,3 +117,19 @@ def test_the_request_and_shutdown_limits_have_flags_and_variables() -> None:
 def test_out_of_range_limits_are_refused_by_name(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=f"LLM_GATEWAY_{name}"):
         Settings.from_env({f"LLM_GATEWAY_{name}": value})
+
+
+@pytest.mark.parametrize(
+    ("flags", "cores", "expected"),
+    [
+        ([], 16, 4),
+        ([], 2, 1),
+        (["--sampler-threads", "8"], 16, 8),
+        (["--sampler-threads", "8"], 2, 2),
+    ],
+)
+def test_sampler_threads_default_to_a_quarter_of_the_cores_and_never_exceed_them(
+    flags: list[str], cores: int, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.settings.os.cpu_count", lambda: cores)
+    assert parse(["--model", "m.gguf", *flags]).engine_config().sampler_threads == expected
