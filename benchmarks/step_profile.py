@@ -19,6 +19,7 @@ import random
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from batching.async_engine import AsyncEngine
@@ -36,9 +37,9 @@ def time_batch_fill(runner: LlamaRunner) -> None:
     batch = runner._batch
     fill = batch.fill
 
-    def timed(out: SchedulerOutput) -> int:
+    def timed(out: SchedulerOutput, filler_pos: Callable[[int], int | None]) -> int:
         start = time.perf_counter()
-        rows = fill(out)
+        rows = fill(out, filler_pos)
         FILL_S.append(time.perf_counter() - start)
         return rows
 
@@ -200,6 +201,11 @@ def main() -> None:
     ap.add_argument("--sampler-threads", default="1", help="sampler threads to compare, e.g. 4,8")
     ap.add_argument("--mixed-steps", type=int, default=400)
     ap.add_argument("--fixed-steps", type=int, default=450, help="about 3 rounds of 256/128")
+    ap.add_argument(
+        "--only-sampling",
+        action="store_true",
+        help="the sampled steps alone: no loops, no hand-off",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     batches = [tuple(int(v) for v in pair.split(":")) for pair in args.batches.split(",")]
@@ -232,15 +238,16 @@ def main() -> None:
             params = SamplingParams(max_tokens=args.max_tokens, seed=1, ignore_eos=True, **kw)
             steps = profile(engine, args.slots, args.prompt_len, params)
             result[f"{tag}:{name}"] = summarize(f"{tag}:{name}", steps)
-        if i == 0 or not same_batch:
+        if (i == 0 or not same_batch) and not args.only_sampling:
             for shape, n_steps in (("mixed", args.mixed_steps), ("fixed", args.fixed_steps)):
                 loop = closed_loop(engine, args.slots, n_steps, shape, tag)
                 result[f"{tag}:{shape}"] = loop
         engine.close()
     assert config is not None
-    wall_per_step = handoff_ms(config, args.slots)
-    print(f"async wall per step with {args.slots} streams: {wall_per_step:.3f} ms")
-    result["async_wall_per_step_ms"] = {"value": wall_per_step}
+    if not args.only_sampling:
+        wall_per_step = handoff_ms(config, args.slots)
+        print(f"async wall per step with {args.slots} streams: {wall_per_step:.3f} ms")
+        result["async_wall_per_step_ms"] = {"value": wall_per_step}
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 
