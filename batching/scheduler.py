@@ -215,7 +215,8 @@ class Scheduler:
         An idle slot that holds more than twice the cells of the batch's longest sequence
         gets none: llama.cpp sizes a ubatch's attention by its fullest stream, so such a
         filler would make every token of the pass attend over that slot's length, which can
-        cost more than the extra pass it saves.
+        cost more than the extra pass it saves. A slot with no cell to spare gets none
+        either (the runner would have to leave it out, and the ubatch count would be off).
         """
         budget = self.n_batch - out.num_tokens
         longest = max([s.num_tokens for s in out.decode] + [c.end for c in out.prefill], default=0)
@@ -225,7 +226,7 @@ class Scheduler:
             slot = _slot_of(entry)
             gap = range(last + 1, slot) if last is not None else range(0)
             if 0 < len(gap) <= min(MAX_FILLED_GAP, budget) and all(
-                self._cells_of(s) <= 2 * longest for s in gap
+                self._cells_of(s) <= min(2 * longest, self.max_seq_len - 2) for s in gap
             ):
                 entries += [Filler(s) for s in gap]
                 budget -= len(gap)
