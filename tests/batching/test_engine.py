@@ -1,4 +1,8 @@
-"""The engine on the real tiny GGUF through llama.cpp: what batching must never change."""
+"""The engine on the real tiny GGUF through llama.cpp: what batching must not change.
+
+llama.cpp's CPU kernels move the logits by about 1e-3 when sequences share a pass, so the
+prompts here are ones without near-ties: their texts must come out the same alone and batched.
+"""
 
 from __future__ import annotations
 
