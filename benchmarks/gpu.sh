@@ -50,8 +50,8 @@ BUILD_TARGETS=(llama llama-server llama-batched-bench llama-quantize)
 # sequence's KV to host RAM. Each slot still reuses its own previous prompt (cache_prompt).
 LLAMA_SERVER_FLAGS=(-ngl 99 -fa on -b 2048 -ub 512 --cache-ram 0 --no-webui --host 127.0.0.1)
 
-log() { printf '[%4ds] %s\n' $((SECONDS - T0)) "$*"; }
-left() { echo $((DEADLINE - (SECONDS - T0))); }
+# shellcheck source=benchmarks/lib.sh
+source "$REPO/benchmarks/lib.sh" # log, left, http_ok, http_get
 
 # step NAME LIMIT CMD...: run CMD under `timeout`, then print how long it took and its status.
 step() {
@@ -198,14 +198,6 @@ do_build() {
 }
 
 # ---------------------------------------------------------------- bench
-http_ok() { # http_ok URL: status 200 within 2 s
-  python3 -c 'import sys, urllib.request
-try:
-    sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)
-except Exception:
-    sys.exit(1)' "$1"
-}
-
 model_id() { # model_id PORT: first id of /v1/models, or "default"
   python3 -c 'import json, sys, urllib.request
 try:
@@ -265,8 +257,7 @@ bench() {
 
 scrape_metrics() { # scrape_metrics PORT FILE: the gateway's /metrics after a workload (cumulative)
   mkdir -p "$(dirname "$2")"
-  python3 -c 'import sys, urllib.request
-print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://127.0.0.1:$1/metrics" \
+  http_get "http://127.0.0.1:$1/metrics" \
     | grep -E '^gateway_(time_to_first_token|request_queue|step_(duration|ubatches|sample)|time_per_output)' >"$2"
 }
 
@@ -296,8 +287,7 @@ workloads() {
   bench "$s" "$p" shared-prefix-c64 120 --workload shared-prefix --prefix-len 1000 --suffix-len 32 \
     --concurrency 64 --num-requests 128 --warmup 64 --seed 14
   if [[ $s == gateway ]]; then
-    log "gateway prompt cache so far: $(python3 -c 'import sys, urllib.request
-print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://127.0.0.1:$p/metrics" \
+    log "gateway prompt cache so far: $(http_get "http://127.0.0.1:$p/metrics" \
       | grep -E '^gateway_(prompt_(cached_)?tokens_total|step_ubatches_(sum|count))' | tr '\n' ' ')"
   fi
   # open loop just under the saturation of both servers (about 10-12 requests/s at C=64)

@@ -39,8 +39,8 @@ T0=$SECONDS
 GATEWAY_PIDS=()
 ROUTER_PID=""
 
-log() { printf '[%4ds] %s\n' $((SECONDS - T0)) "$*"; }
-left() { echo $((DEADLINE - (SECONDS - T0))); }
+# shellcheck source=benchmarks/lib.sh
+source "$REPO/benchmarks/lib.sh" # log, left, http_ok, http_get
 
 setup_env() {
   export PYTHONPATH="$REPO:$ROUTER_SITE:$SITE:$PYLIB${PYTHONPATH:+:$PYTHONPATH}"
@@ -58,14 +58,6 @@ install_router() { # the wheels prepare.sh put in .dev/wheels, unless an earlier
   log "installing vllm-router into $ROUTER_SITE"
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$ROUTER_SITE" "${wheels[@]}" \
     && python3 -c 'import vllm_router.router, fastapi, orjson, setproctitle'
-}
-
-http_ok() { # http_ok URL: status 200 within 2 s
-  python3 -c 'import sys, urllib.request
-try:
-    sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)
-except Exception:
-    sys.exit(1)' "$1"
 }
 
 wait_ok() { # wait_ok URL PID LIMIT: until URL answers 200, the process dies, or LIMIT seconds
