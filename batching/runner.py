@@ -306,10 +306,7 @@ class LlamaRunner:
         return rc
 
     def _filler_pos(self, slot_id: int) -> int | None:
-        """The next position of a slot's stream, or None when it has no cell to spare (or the
-        memory is recurrent: it could not drop the filler's state again)."""
-        if self.info.is_recurrent:
-            return None
+        """The next position of a slot's stream, or None when it has no cell to spare."""
         pos = self.slot_length(slot_id)
         return pos if pos < self.n_ctx_seq - 1 else None
 
