@@ -134,7 +134,7 @@ class Settings:
     )
     sampler_threads: int = field(
         default=0,
-        metadata=_meta(int, "threads that sample a step's rows; 0 = a quarter of the cores", "N"),
+        metadata=_meta(int, "threads that sample a step's rows; 0 = half the cores, 1 to 8", "N"),
     )
     api_key: str | None = field(
         default=None,
@@ -263,10 +263,11 @@ class Settings:
         )
 
     def _sampler_threads(self) -> int:
-        """Asked for, or a quarter of the cores (1 to 4); never more than the cores: the
-        pool's threads spin briefly, and spinning threads without a core of their own slow
-        each other down."""
-        return min(self.sampler_threads or max(1, min(4, _cores() // 4)), _cores())
+        """Asked for, or half the cores (1 to 8); never more than the cores: the pool's
+        threads spin briefly, and spinning threads without a core of their own slow each
+        other down. On the H200 host's fresh logits 8 threads brought top-p, top-k and
+        penalty rows of a 64-row step under 1 ms, where 4 left penalties at 1.2 ms."""
+        return min(self.sampler_threads or max(1, min(8, _cores() // 2)), _cores())
 
 
 def _cores() -> int:

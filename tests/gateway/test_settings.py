@@ -122,13 +122,15 @@ def test_out_of_range_limits_are_refused_by_name(name: str, value: str) -> None:
 @pytest.mark.parametrize(
     ("flags", "cores", "expected"),
     [
-        ([], 16, 4),
+        ([], 32, 8),
+        ([], 16, 8),
+        ([], 8, 4),
         ([], 2, 1),
         (["--sampler-threads", "8"], 16, 8),
         (["--sampler-threads", "8"], 2, 2),
     ],
 )
-def test_sampler_threads_default_to_a_quarter_of_the_cores_and_never_exceed_them(
+def test_sampler_threads_default_to_half_the_cores_and_never_exceed_them(
     flags: list[str], cores: int, expected: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("gateway.settings.os.cpu_count", lambda: cores)
