@@ -1,0 +1,175 @@
+"""Simulate the real scheduler on a virtual clock, to compare prefill policies without a GPU.
+
+The engine (real Scheduler, SlotTable, Sampler) runs over tests/batching/fake_runner.py; each
+step costs what llama.cpp's ubatches of that batch would cost on the H200 with the 7B Q4_K_M
+model (a piecewise-linear fit to `benchmarks/step_profile.py` and `llama-batched-bench`:
+1 token 3.5 ms, 64 tokens 16.5 ms, 480 tokens 44 ms, 1,980 tokens 168 ms) plus 1.5 ms of
+Python. The load is shaped like `llm-gateway bench --concurrency 64 --warmup 64`: the warm-up
+drains, then 64 requests start at once and each client sends its next one 3 ms after the last
+ends (it then waits for the step after the one running). Absolute numbers run about 25% above
+the GPU's; use it to rank policies, then measure the winner on the GPU.
+
+    python benchmarks/policy_sim.py [--workloads mixed lognormal] [--sjf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import math
+import random
+import sys
+from collections import deque
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "batching"))
+
+from fake_runner import FakeRunner
+
+from batching.config import EngineConfig
+from batching.engine import Engine
+from batching.outputs import SchedulerOutput
+from batching.params import SamplingParams
+from batching.scheduler import Scheduler
+
+COST_MS = [(1, 3.5), (8, 7.8), (32, 10.4), (64, 16.5), (480, 44.0), (960, 83.7), (1470, 125.8)]
+COST_MS += [(1980, 168.0), (4096, 340.0)]
+
+
+def ubatch_ms(n: int) -> float:
+    """Time of one ubatch of n tokens, interpolated between the measured points."""
+    xs = [x for x, _ in COST_MS]
+    i = min(max(bisect.bisect_left(xs, n), 1), len(xs) - 1)
+    (x0, y0), (x1, y1) = COST_MS[i - 1], COST_MS[i]
+    return y0 + (y1 - y0) * (n - x0) / (x1 - x0)
+
+
+def ubatch_sizes(runs: list[tuple[int, int]], n_ubatch: int) -> list[int]:
+    """Token counts of the ubatches llama.cpp's split_equal(n_ubatch, sequential) cuts."""
+    left = [[s, n] for s, n in runs if n > 0]
+    sizes = []
+    while left:
+        group = [left[0]]
+        for run in left[1:]:
+            if run[0] == group[-1][0] + 1:
+                group.append(run)
+                if len(group) > n_ubatch:
+                    break
+        rounds = min(min(n for _, n in group), max(1, n_ubatch // len(group)))
+        for run in group:
+            run[1] -= rounds
+        sizes.append(rounds * len(group))
+        left = [run for run in left if run[1] > 0]
+    return sizes
+
+
+def draw(rng: random.Random, workload: str) -> tuple[int, int]:
+    """Prompt and answer lengths, as `gateway/bench_workload.py` draws them."""
+    if workload == "mixed":
+        return rng.randint(64, 1000), rng.randint(16, 256)
+    if workload == "lognormal":
+        p = int(min(max(rng.lognormvariate(math.log(200), 0.8), 16), 1000))
+        o = int(min(max(rng.lognormvariate(math.log(150), 0.5), 8), 512))
+        return p, min(o, 1270 - p)
+    if workload == "chat":  # 200 words in the chat template: about 372 tokens
+        return 372 + rng.randint(-12, 12), 128
+    return 256, 128
+
+
+class ShortestFirst(Scheduler):
+    """FIFO's variant: the waiting request with the shortest prompt is admitted first."""
+
+    def schedule(self, admit: bool = True) -> SchedulerOutput:
+        if admit and len(self.waiting) > 1:
+            self.waiting = deque(sorted(self.waiting, key=lambda g: g[0].num_prompt_tokens))
+        return super().schedule(admit)
+
+
+class Sim:
+    def __init__(self, workload: str, n_batch: int, n_ubatch: int, sjf: bool, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.workload = workload
+        self.n_ubatch = n_ubatch
+        self.runner = FakeRunner(n_ctx=1280, n_slots=64, n_ubatch=n_ubatch)
+        config = EngineConfig(
+            model_path=Path("sim"), n_slots=64, n_ctx=1280 * 64, n_batch=n_batch, n_ubatch=n_ubatch
+        )
+        self.engine = Engine(self.runner, config)  # type: ignore[arg-type]
+        if sjf:
+            self.engine.scheduler.__class__ = ShortestFirst
+        self.now = 0.0
+        self.sent = 0
+
+    def phase(self, total: int) -> tuple[list[float], int, float]:
+        """Run `total` requests in a closed loop of 64; TTFTs, output tokens and wall time."""
+        start, tokens, done, left = self.now, 0, 0, total
+        arrivals: list[float] = []
+        first: dict[str, float] = {}
+        sent_at: dict[str, float] = {}
+        ttft: list[float] = []
+
+        def send(t: float) -> None:
+            nonlocal left
+            self.sent, left = self.sent + 1, left - 1
+            n_prompt, n_out = draw(self.rng, self.workload)
+            prompt = [1] + [3 + self.rng.randrange(60) for _ in range(n_prompt - 1)]
+            rid = f"r{self.sent}"
+            sent_at[rid] = t
+            params = SamplingParams(temperature=0.0, max_tokens=n_out, ignore_eos=True)
+            self.engine.add(self.engine.new_sequences(rid, prompt, params))
+
+        for _ in range(min(64, total)):
+            send(self.now)
+        while done < total:
+            for t in sorted(a for a in arrivals if a <= self.now):
+                send(t)
+            arrivals = [a for a in arrivals if a > self.now]
+            if not self.engine.has_work:
+                self.now = min(arrivals)
+                continue
+            outs = self.engine.step()
+            runs: list[tuple[int, int]] = []
+            for slot, _, _ in self.runner.batches[-1].tokens:
+                if runs and runs[-1][0] == slot:
+                    runs[-1] = (slot, runs[-1][1] + 1)
+                else:
+                    runs.append((slot, 1))
+            sizes = ubatch_sizes(runs, self.n_ubatch)
+            self.now += (sum(ubatch_ms(n) for n in sizes) + 1.5) / 1000
+            for out in outs:
+                if out.token_ids and out.request_id not in first:
+                    first[out.request_id] = self.now - sent_at[out.request_id]
+                tokens += len(out.token_ids)
+                if out.finish_reason is not None:
+                    done += 1
+                    ttft.append(first[out.request_id])
+                    if left > 0:
+                        arrivals.append(self.now + 0.003)
+        return ttft, tokens, self.now - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--workloads", nargs="+", default=["fixed", "chat", "mixed", "lognormal"])
+    ap.add_argument("--batches", default="1024:512", help="n_batch:n_ubatch,...")
+    ap.add_argument("--sjf", action="store_true", help="also shortest-prompt-first admission")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    for workload in args.workloads:
+        for pair in args.batches.split(","):
+            n_batch, n_ubatch = (int(x) for x in pair.split(":"))
+            for sjf in [False, True] if args.sjf else [False]:
+                sim = Sim(workload, n_batch, n_ubatch, sjf, args.seed)
+                sim.phase(64)  # the warm-up, drained
+                ttft, tokens, wall = sim.phase(256)
+                q = sorted(ttft)
+                name = f"{workload} {n_batch}:{n_ubatch}{' sjf' if sjf else ''}"
+                print(
+                    f"{name:24s} {tokens / wall:7.0f} tok/s  TTFT p50 {1000 * q[len(q) // 2]:5.0f}"
+                    f" ms  p90 {1000 * q[int(len(q) * 0.9)]:5.0f} ms",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

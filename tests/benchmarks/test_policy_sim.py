@@ -1,0 +1,41 @@
+"""benchmarks/policy_sim.py ranks scheduling policies on the CPU: its clock and its load must
+behave like the GPU benchmark's, or its rankings mean nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "policy_sim", ROOT / "benchmarks" / "policy_sim.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["policy_sim"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_ubatch_costs_what_the_step_profile_measured_and_grows_with_its_tokens() -> None:
+    sim = _load()
+    assert sim.ubatch_ms(64) == 16.5 and sim.ubatch_ms(480) == 44.0
+    assert sim.ubatch_ms(1) < sim.ubatch_ms(100) < sim.ubatch_ms(512) < sim.ubatch_ms(2048)
+    # decode tokens of 64 busy slots in slot order: one pass; a prompt chunk after them: its own
+    assert sim.ubatch_sizes([(s, 1) for s in range(64)], 512) == [64]
+    assert sim.ubatch_sizes([(0, 1), (1, 1), (2, 300)], 512) == [3, 299]
+
+
+def test_a_closed_loop_serves_every_request_in_full_and_measures_its_first_token() -> None:
+    module = _load()
+    sim = module.Sim("fixed", n_batch=1024, n_ubatch=512, sjf=False, seed=0)
+    ttft, tokens, wall = sim.phase(16)
+    assert len(ttft) == 16 and tokens == 16 * 128
+    # 16 prompts of 256 tokens at once, 1,024 a step: the first four get a token after one step
+    assert min(ttft) > 0.05 and sorted(ttft)[3] == min(ttft) < sorted(ttft)[4]
+    assert wall > 128 * module.ubatch_ms(16) / 1000  # at least 128 steps of 16 decode tokens
