@@ -12,11 +12,16 @@ from __future__ import annotations
 
 def count_ubatches(runs: list[tuple[int, int]], n_ubatch: int, sequential: bool) -> int:
     """Ubatches of a batch given as (seq_id, n_tokens) runs in batch order, one per sequence."""
+    return len(ubatch_sizes(runs, n_ubatch, sequential))
+
+
+def ubatch_sizes(runs: list[tuple[int, int]], n_ubatch: int, sequential: bool) -> list[int]:
+    """Token counts of the ubatches llama.cpp cuts that batch into, in order."""
     if not sequential:
         total = sum(n for _, n in runs)
-        return -(-total // n_ubatch)
+        return [min(n_ubatch, total - start) for start in range(0, total, n_ubatch)]
     left = [[seq_id, n] for seq_id, n in runs if n > 0]
-    count = 0
+    sizes = []
     while left:
         group = [left[0]]
         for run in left[1:]:
@@ -28,5 +33,5 @@ def count_ubatches(runs: list[tuple[int, int]], n_ubatch: int, sequential: bool)
         for run in group:
             run[1] -= rounds
         left = [run for run in left if run[1] > 0]
-        count += 1
-    return count
+        sizes.append(rounds * len(group))
+    return sizes

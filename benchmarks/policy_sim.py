@@ -31,6 +31,7 @@ from batching.engine import Engine
 from batching.outputs import SchedulerOutput
 from batching.params import SamplingParams
 from batching.scheduler import Scheduler
+from batching.ubatch import ubatch_sizes
 
 COST_MS = [(1, 3.5), (8, 7.8), (32, 10.4), (64, 16.5), (480, 44.0), (960, 83.7), (1470, 125.8)]
 COST_MS += [(1980, 168.0), (4096, 340.0)]
@@ -42,25 +43,6 @@ def ubatch_ms(n: int) -> float:
     i = min(max(bisect.bisect_left(xs, n), 1), len(xs) - 1)
     (x0, y0), (x1, y1) = COST_MS[i - 1], COST_MS[i]
     return y0 + (y1 - y0) * (n - x0) / (x1 - x0)
-
-
-def ubatch_sizes(runs: list[tuple[int, int]], n_ubatch: int) -> list[int]:
-    """Token counts of the ubatches llama.cpp's split_equal(n_ubatch, sequential) cuts."""
-    left = [[s, n] for s, n in runs if n > 0]
-    sizes = []
-    while left:
-        group = [left[0]]
-        for run in left[1:]:
-            if run[0] == group[-1][0] + 1:
-                group.append(run)
-                if len(group) > n_ubatch:
-                    break
-        rounds = min(min(n for _, n in group), max(1, n_ubatch // len(group)))
-        for run in group:
-            run[1] -= rounds
-        sizes.append(rounds * len(group))
-        left = [run for run in left if run[1] > 0]
-    return sizes
 
 
 def draw(rng: random.Random, workload: str) -> tuple[int, int]:
@@ -134,7 +116,7 @@ class Sim:
                     runs[-1] = (slot, runs[-1][1] + 1)
                 else:
                     runs.append((slot, 1))
-            sizes = ubatch_sizes(runs, self.n_ubatch)
+            sizes = ubatch_sizes(runs, self.n_ubatch, sequential=True)
             self.now += (sum(ubatch_ms(n) for n in sizes) + 1.5) / 1000
             for out in outs:
                 if out.token_ids and out.request_id not in first:

@@ -17,7 +17,7 @@ from batching.config import EngineConfig
 from batching.engine import Engine
 from batching.outputs import PrefillChunk, StepStats
 from batching.params import SamplingParams
-from batching.ubatch import count_ubatches
+from batching.ubatch import count_ubatches, ubatch_sizes
 
 
 def _decodes(slots: list[int]) -> list[tuple[int, int]]:
@@ -197,3 +197,17 @@ def test_a_step_is_laid_out_in_slot_order_with_its_rows_numbered_alike() -> None
     assert isinstance(plan.entries[3], PrefillChunk)  # the newcomer took the lowest free slot
     assert plan.sample_rows == [0, 1, 2]  # decode rows in slot order; the chunk is unfinished
     assert [s.slot_id for s in plan.sample_seqs] == [0, 1, 2]
+
+
+def test_ubatch_sizes_add_up_to_the_batch_and_agree_with_the_count() -> None:
+    # decode tokens of busy slots in slot order share a pass; a prompt chunk's rest has its own
+    assert ubatch_sizes([(s, 1) for s in range(64)], 512, sequential=True) == [64]
+    assert ubatch_sizes([(0, 1), (1, 1), (2, 300)], 512, sequential=True) == [3, 299]
+    assert ubatch_sizes([(0, 1), (1, 1100)], 512, sequential=False) == [512, 512, 77]
+    rng = random.Random(1)
+    for _ in range(100):
+        runs = [(s, rng.randint(1, 90)) for s in rng.sample(range(24), rng.randint(1, 24))]
+        sizes = ubatch_sizes(runs, 64, sequential=True)
+        assert sum(sizes) == sum(n for _, n in runs) and len(sizes) == count_ubatches(
+            runs, 64, True
+        )

@@ -26,9 +26,6 @@ def test_a_ubatch_costs_what_the_step_profile_measured_and_grows_with_its_tokens
     sim = _load()
     assert sim.ubatch_ms(64) == 16.5 and sim.ubatch_ms(480) == 44.0
     assert sim.ubatch_ms(1) < sim.ubatch_ms(100) < sim.ubatch_ms(512) < sim.ubatch_ms(2048)
-    # decode tokens of 64 busy slots in slot order: one pass; a prompt chunk after them: its own
-    assert sim.ubatch_sizes([(s, 1) for s in range(64)], 512) == [64]
-    assert sim.ubatch_sizes([(0, 1), (1, 1), (2, 300)], 512) == [3, 299]
 
 
 def test_a_closed_loop_serves_every_request_in_full_and_measures_its_first_token() -> None:
