@@ -11,7 +11,8 @@
  * a rejection test: the winner is kept when the candidates strictly more likely than it carry
  * less than top_p of the mass (it lies in the nucleus); otherwise the next attempt draws with
  * fresh noise. A kept token is distributed exactly as the renormalised nucleus. After
- * MAX_ATTEMPTS the nucleus floor is found by bisection and the draw is made inside it.
+ * MAX_ATTEMPTS refusals (after the first one when top_p < 0.5: a small nucleus refuses most
+ * draws) the nucleus floor is found exactly and the draw is made inside it.
  */
 #include "_sampling.h"
 
@@ -27,7 +28,7 @@
 #endif
 
 #define LANES 32        /* independent accumulators: lets the compiler vectorise reductions */
-#define MAX_ATTEMPTS 8  /* top-p rejection draws before the exact nucleus floor */
+#define MAX_ATTEMPTS 4  /* top-p rejection draws before the exact nucleus floor */
 #define EXP_MIN -87.0f  /* below this exp() underflows float anyway */
 
 /* ---------------------------------------------------------------- small helpers */
@@ -98,26 +99,6 @@ HOT static int32_t row_argmax(const float *x, int32_t n, float *max_out) {
     return best;
 }
 
-/* w_i = exp((x_i - m) * inv_t) for x_i >= floor, else 0; returns the sum of w. */
-HOT static double weigh(const float *x, int32_t n, float m, float inv_t, float floor, float *w) {
-    float acc[LANES] = {0};
-    int32_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            float e = fast_exp((x[i + j] - m) * inv_t);
-            e = x[i + j] >= floor ? e : 0.0f;
-            w[i + j] = e;
-            acc[j] += e;
-        }
-    double total = 0.0;
-    for (int j = 0; j < LANES; j++) total += acc[j];
-    for (; i < n; i++) {
-        w[i] = x[i] >= floor ? fast_exp((x[i] - m) * inv_t) : 0.0f;
-        total += w[i];
-    }
-    return total;
-}
-
 /* The Gumbel-max winner among x[0..n) at or above floor: argmax of x_i * inv_t + g[id_i],
  * with id_i = ids[i] (or i without ids). Returns an index into x; *max_out gets max(x). */
 HOT static int32_t gumbel_argmax(const float *x, const int32_t *ids, int32_t n, float inv_t,
@@ -159,16 +140,17 @@ HOT static int32_t gumbel_argmax(const float *x, const int32_t *ids, int32_t n, 
     return at;
 }
 
-/* In one pass: the mass of the candidates (x_i >= floor) and of those strictly above v, with
- * weights exp((x_i - m) * inv_t). */
+/* In one pass: the weights w_i = exp((x_i - m) * inv_t) of the candidates (x_i >= floor; 0
+ * for the others), their mass, and the mass of those strictly above v. */
 HOT static void masses(const float *x, int32_t n, float m, float inv_t, float floor, float v,
-                       double *total_out, double *above_out) {
+                       float *w, double *total_out, double *above_out) {
     float total[LANES] = {0}, above[LANES] = {0};
     int32_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) {
             float e = fast_exp((x[i + j] - m) * inv_t);
             e = x[i + j] >= floor ? e : 0.0f;
+            w[i + j] = e;
             total[j] += e;
             above[j] += x[i + j] > v ? e : 0.0f;
         }
@@ -176,6 +158,7 @@ HOT static void masses(const float *x, int32_t n, float m, float inv_t, float fl
     for (int j = 0; j < LANES; j++) t += total[j], a += above[j];
     for (; i < n; i++) {
         float e = x[i] >= floor ? fast_exp((x[i] - m) * inv_t) : 0.0f;
+        w[i] = e;
         t += e;
         a += x[i] > v ? e : 0.0f;
     }
@@ -298,42 +281,112 @@ static int32_t top_k_candidates(const float *x, int32_t n, int32_t k, float *val
     return m;
 }
 
-/* The largest logit v such that the tokens at or above v carry at least `want` of the mass. */
-static float nucleus_floor(const float *x, const float *w, int32_t n, float lo, float hi,
-                           double want) {
-    for (int it = 0; it < 64; it++) {
-        float mid = lo + (hi - lo) * 0.5f;
-        if (mid <= lo || mid >= hi) break;
-        /* the mass at or above mid is the mass strictly above the float just below it */
-        if (mass_above(x, w, n, nextafterf(mid, -INFINITY)) >= want)
-            lo = mid;
-        else
-            hi = mid;
+/* Sum of w over the tokens whose logit is strictly above v, and how many they are. */
+HOT static double mass_count_above(const float *x, const float *w, int32_t n, float v,
+                                   int32_t *count) {
+    float acc[LANES] = {0};
+    int32_t cnt[LANES] = {0};
+    int32_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            int above = x[i + j] > v;
+            acc[j] += above ? w[i + j] : 0.0f;
+            cnt[j] += above;
+        }
+    double s = 0.0;
+    int32_t c = 0;
+    for (int j = 0; j < LANES; j++) s += acc[j], c += cnt[j];
+    for (; i < n; i++)
+        if (x[i] > v) s += w[i], c++;
+    *count = c;
+    return s;
+}
+
+/* The (value, weight) pairs of the tokens in (lo, hi] into buf, up to FLOOR_GATHER of them;
+ * returns how many, or -1 when there are more. Blocks of LANES tokens are tested vector-wide
+ * first: on a flat row the bracket holds a few dozen of 32,000 tokens. */
+#define FLOOR_GATHER 48
+HOT static int32_t gather_between(const float *x, const float *w, int32_t n, float lo, float hi,
+                                  float *buf) {
+    int32_t k = 0, i = 0;
+    for (; i < n; i += LANES) {
+        int32_t end = i + LANES < n ? i + LANES : n, any = 0;
+        if (end - i == LANES) {
+            for (int j = 0; j < LANES; j++) any |= (x[i + j] > lo) & (x[i + j] <= hi);
+            if (!any) continue;
+        }
+        for (int32_t t = i; t < end; t++)
+            if (x[t] > lo && x[t] <= hi) {
+                if (k == FLOOR_GATHER) return -1;
+                buf[2 * k] = x[t], buf[2 * k + 1] = w[t], k++;
+            }
     }
-    return lo;
+    return k;
+}
+
+/* The nucleus floor: the largest logit v such that the tokens at or above v carry at least
+ * `want` of the mass, given that the tokens strictly above lo carry at least `want`.
+ * Bisection narrows (lo, hi] until it holds at most FLOOR_GATHER tokens (about seven passes
+ * on a flat row), which are then gathered into `buf` (2 * FLOOR_GATHER floats) and walked
+ * best first. Bisecting down to float precision instead took about 25 passes. */
+static float nucleus_floor(const float *x, const float *w, int32_t n, float lo, float hi,
+                           double want, float *buf) {
+    int32_t n_lo, n_hi = 0;
+    double mass_hi = 0.0; /* mass strictly above hi: nothing lies above the row's maximum */
+    mass_count_above(x, w, n, lo, &n_lo);
+    while (n_lo - n_hi > FLOOR_GATHER) {
+        float mid = lo + (hi - lo) * 0.5f;
+        if (mid <= lo || mid >= hi) break; /* ties wider than the bracket: gather them all */
+        int32_t n_mid;
+        double mass = mass_count_above(x, w, n, mid, &n_mid);
+        if (mass >= want)
+            lo = mid, n_lo = n_mid;
+        else
+            hi = mid, n_hi = n_mid, mass_hi = mass;
+    }
+    /* the tokens in (lo, hi], best first; F is the first value whose running mass reaches want */
+    float best = hi;
+    int32_t k = gather_between(x, w, n, lo, hi, buf);
+    if (k < 0) return hi; /* lo and hi are neighbouring floats: the many tokens between tie at hi */
+    for (int32_t a = 1; a < k; a++) { /* insertion sort of (value, weight) pairs, best first */
+        float v = buf[2 * a], wt = buf[2 * a + 1];
+        int32_t b = a - 1;
+        while (b >= 0 && buf[2 * b] < v) {
+            buf[2 * b + 2] = buf[2 * b], buf[2 * b + 3] = buf[2 * b + 1];
+            b--;
+        }
+        buf[2 * b + 2] = v, buf[2 * b + 3] = wt;
+    }
+    double acc = mass_hi;
+    for (int32_t a = 0; a < k; a++) {
+        acc += buf[2 * a + 1];
+        best = buf[2 * a];
+        if ((a + 1 == k || buf[2 * a + 2] < best) && acc >= want) return best;
+    }
+    return best; /* rounding kept the running mass just short: the lowest gathered value */
 }
 
 /* Draws from candidates x[0..n) (ids: their token ids, or NULL for a whole row) at or above
- * floor; returns an index into x. */
+ * floor; returns an index into x. `buf` holds 2 * FLOOR_GATHER floats. */
 static int32_t draw(const float *x, const int32_t *ids, int32_t n, float floor,
-                    const lg_params *p, const float *table, uint64_t span, float *w) {
+                    const lg_params *p, const float *table, uint64_t span, float *w,
+                    float *buf) {
     float m = -INFINITY, lo = floor;
     double total = 0.0, above = 0.0;
-    for (uint64_t a = 0; a < MAX_ATTEMPTS; a++) {
+    /* a nucleus under half the mass would refuse most second draws too: find its floor now */
+    uint64_t attempts = p->top_p >= 0.5f ? MAX_ATTEMPTS : 1;
+    for (uint64_t a = 0; a < attempts; a++) {
         const float *g = table + noise_start(p->seed, p->position, a, span);
         int32_t t = gumbel_argmax(x, ids, n, p->inv_temp, floor, g, &m);
         if (p->top_p >= 1.0f) return t;
-        if (a == 0) { /* one fused pass: most first winners lie in the nucleus */
-            masses(x, n, m, p->inv_temp, floor, x[t], &total, &above);
-        } else {
-            if (a == 1) weigh(x, n, m, p->inv_temp, floor, w); /* the weights, kept from now */
+        if (a == 0) /* one pass: the weights, kept for later attempts, and both masses */
+            masses(x, n, m, p->inv_temp, floor, x[t], w, &total, &above);
+        else
             above = mass_above(x, w, n, x[t]);
-        }
         if (above < (double)p->top_p * total) return t; /* the winner lies in the nucleus */
         lo = x[t] > lo ? x[t] : lo; /* a refused winner lies below the nucleus floor */
     }
-    /* a small nucleus of a flat row: find its exact floor, then draw inside it */
-    float nf = nucleus_floor(x, w, n, lo, m, (double)p->top_p * total);
+    float nf = nucleus_floor(x, w, n, lo, m, (double)p->top_p * total, buf);
     const float *g = table + noise_start(p->seed, p->position, MAX_ATTEMPTS, span);
     return gumbel_argmax(x, ids, n, p->inv_temp, nf, g, &m);
 }
@@ -387,7 +440,7 @@ void lg_sample(int32_t n_rows, int32_t n_vocab, const float *const *rows, const 
             float kth = kth_of(vals, c, p->top_k < c ? p->top_k : c, work);
             float floor = p->min_p > 0.0f ? m + logf(p->min_p) / p->inv_temp : -FLT_MAX;
             floor = kth > floor ? kth : floor;
-            out[r] = ids[draw(vals, ids, c, floor, p, table, span, w)];
+            out[r] = ids[draw(vals, ids, c, floor, p, table, span, w, work)];
             continue;
         }
         float floor = -FLT_MAX;
@@ -395,7 +448,7 @@ void lg_sample(int32_t n_rows, int32_t n_vocab, const float *const *rows, const 
             float m = row_max(x, n_vocab);
             floor = m + logf(p->min_p) / p->inv_temp;
         }
-        out[r] = draw(x, NULL, n_vocab, floor, p, table, span, w);
+        out[r] = draw(x, NULL, n_vocab, floor, p, table, span, w, work);
     }
 }
 

@@ -294,6 +294,33 @@ def test_top_p_draws_follow_the_renormalised_nucleus() -> None:
     np.testing.assert_allclose(counts, expected, atol=0.03)
 
 
+def test_a_small_nucleus_is_drawn_exactly_in_proportion() -> None:
+    # top_p 0.15: most first draws land in the flat tail, so the exact floor path draws
+    probs = np.full(2000, 0.79 / 1995)
+    probs[:5] = [0.08, 0.06, 0.04, 0.02, 0.01]
+    row = np.log(probs).astype(np.float32)
+    pieces = [b"x"] * 2000
+    draws = [
+        sample(row[None, :].copy(), [0], [_state(seed=s, top_p=0.15)], pieces)[0][0]
+        for s in range(3000)
+    ]
+    counts = np.bincount(draws, minlength=2000) / len(draws)
+    assert counts[3:].sum() == 0
+    np.testing.assert_allclose(counts[:3], np.array([0.08, 0.06, 0.04]) / 0.18, atol=0.03)
+
+
+def test_tokens_tied_at_the_nucleus_floor_all_stay_in_it() -> None:
+    row = np.zeros(4000, np.float32)
+    row[:200] = 5.0  # 200 tied tokens carry about half the mass; top_p 0.1 ends inside them
+    pieces = [b"x"] * 4000
+    draws = {
+        sample(row[None, :].copy(), [0], [_state(seed=s, top_p=0.1)], pieces)[0][0]
+        for s in range(300)
+    }
+    assert draws <= set(range(200))
+    assert len(draws) > 100  # every tied token is a candidate, not only the first few
+
+
 @pytest.mark.parametrize("k", [1, 7, 40, 300])
 def test_top_k_on_a_large_vocabulary_keeps_to_the_k_best(k: int) -> None:
     rng = np.random.default_rng(k)
