@@ -22,6 +22,9 @@ class EngineConfig:
     max_queue: int = 256  # waiting requests beyond the slots before submit() refuses
     max_seq_len: int | None = None  # per-request prompt + output cap; None = a slot's cells
     prefix_cache: bool = True
+    # A waiting prompt starts only in a step that can finish it, unless no other prompt is in
+    # that step (Scheduler.schedule says why); True lets it fill the step's leftover budget.
+    split_prompts: bool = False
     # One pool of cells for all slots lets a long request borrow room from short ones, but
     # llama.cpp's attention over the shared pool is slower: on an H200 with 64 sequences of a 7B
     # model a decode step took 28 ms unified against 16 ms with a stream per sequence.

@@ -54,6 +54,7 @@ class Engine:
             runner.eog_ids,
             # a unified cache splits by size, recurrent memories cannot drop a filler's state
             fill_gaps=not config.kv_unified and not runner.info.is_recurrent,
+            split_prompts=config.split_prompts,
         )
         self.observer = observer
         self.sampler = Sampler(config.sampler_threads)

@@ -47,6 +47,18 @@ class SlotTable:
         Without a useful prefix, take the free slot with the lowest id: busy slots then stay
         contiguous, which keeps llama.cpp's ubatches few (see Scheduler.schedule).
         """
+        best, best_len = self._choose(prompt_ids)
+        best.is_busy = True
+        self.num_busy += 1
+        self._num_idle_cells -= len(best.cached)
+        best.cached = best.cached[:best_len]
+        return best.slot_id, best_len
+
+    def cached_len(self, prompt_ids: list[int]) -> int:
+        """Prompt tokens that acquire() would find cached now (nothing is taken)."""
+        return self._choose(prompt_ids)[1]
+
+    def _choose(self, prompt_ids: list[int]) -> tuple[Slot, int]:
         free = [s for s in self.slots if not s.is_busy]
         if not free:
             raise RuntimeError("no free slot")
@@ -60,11 +72,7 @@ class SlotTable:
             if best_len < min(MIN_SHARED_PREFIX, len(prompt_ids) // 2 + 1):
                 best = free[0]
                 best_len = common_prefix_len(best.cached, prompt_ids)
-        best.is_busy = True
-        self.num_busy += 1
-        self._num_idle_cells -= len(best.cached)
-        best.cached = best.cached[:best_len]
-        return best.slot_id, best_len
+        return best, best_len
 
     def release(self, slot_id: int, kv_tokens: list[int]) -> None:
         """Give a slot back; its cells keep `kv_tokens` for a later request to reuse."""

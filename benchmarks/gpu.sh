@@ -351,7 +351,8 @@ ours_lane() { # step profile, then our gateway over every workload
       --ctx-size "$CTX" --n-gpu-layers 99 --threads 4,16 --sampler-threads 4 --mixed-steps 300 \
       --out "$OUT/step_profile.json"
   fi
-  step sampler-bench 60 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
+  step sampler-bench-4 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
+  step sampler-bench-8 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 8
   serve_and_bench gateway 8001 "${PROFILE/ab/quick}" python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${GATEWAY_EXTRA[@]}"
 }

@@ -115,6 +115,15 @@ class Settings:
     batch_size: int = field(
         default=1024, metadata=_meta(int, "most tokens per llama_decode step (n_batch)")
     )
+    split_prompts: bool = field(
+        default=False,
+        metadata=_meta(
+            _flag,
+            "let a new prompt fill a step's leftover budget (default: it starts in a step that"
+            " can finish it, unless it is the step's only prompt)",
+            "0|1",
+        ),
+    )
     ubatch_size: int = field(
         default=0,
         metadata=_meta(
@@ -260,6 +269,7 @@ class Settings:
             sampler_threads=self._sampler_threads(),
             max_queue=self.max_queue,
             kv_unified=self.kv_unified,
+            split_prompts=self.split_prompts,
         )
 
     def _sampler_threads(self) -> int:

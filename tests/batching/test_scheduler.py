@@ -125,8 +125,8 @@ def test_requests_are_admitted_in_fifo_order() -> None:
     assert first_output == ["r0", "r1", "r2", "r3", "r4"]
 
 
-def test_a_step_is_one_token_per_decoding_sequence_plus_prompt_chunks_within_n_batch() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=8)
+def test_split_prompts_fill_each_step_up_to_n_batch() -> None:
+    engine, runner = _engine(n_slots=4, n_batch=8, split_prompts=True)
     for i in range(4):
         _add(engine, f"r{i}", _prompt(i, 11 + 3 * i), SamplingParams(max_tokens=6, seed=i))
     decoding: list[int] = []
@@ -145,6 +145,48 @@ def test_a_step_is_one_token_per_decoding_sequence_plus_prompt_chunks_within_n_b
         # the budget left after the decode tokens goes to prompts while any are left
         assert batch.num_prefill == min(8 - n_decode, n_prompt_left)
     assert runner.num_prefill_tokens == sum(11 + 3 * i for i in range(4))
+
+
+def _composition(runner: FakeRunner) -> list[tuple[int, int]]:
+    return [(b.num_decode, b.num_prefill) for b in runner.batches]
+
+
+def test_a_new_prompt_starts_only_in_a_step_that_finishes_it() -> None:
+    engine, runner = _engine(n_slots=4, n_batch=16)
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+    for i, length in enumerate([6, 12, 30]):
+        _add(engine, f"r{i}", _prompt(10 * i, length), params)
+    for _ in range(5):
+        engine.step()
+    # r1 (12 tokens) waits for a step with room for all of it; r2 (30 tokens, more than any
+    # step holds) starts alone in a step and is split over the steps that follow
+    assert _composition(runner) == [(0, 6), (1, 12), (2, 14), (2, 14), (2, 2)]
+
+
+def test_split_prompts_let_a_new_prompt_take_the_budget_left() -> None:
+    engine, runner = _engine(n_slots=4, n_batch=16, split_prompts=True)
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+    for i, length in enumerate([6, 12, 30]):
+        _add(engine, f"r{i}", _prompt(10 * i, length), params)
+    for _ in range(3):
+        engine.step()
+    assert _composition(runner) == [(0, 16), (1, 15), (2, 14)]
+
+
+def test_a_cached_prefix_counts_only_the_tokens_left_to_compute() -> None:
+    engine, runner = _engine(n_slots=4, n_batch=16)
+    params = SamplingParams(temperature=0.0, max_tokens=50, ignore_eos=True)
+    _add(engine, "long", _prompt(0, 4), params)  # keeps slot 0 busy throughout
+    first, second = _prompt(50, 20), _prompt(20, 20)
+    _add(engine, "first", first, SamplingParams(temperature=0.0, max_tokens=2))
+    _add(engine, "second", second, SamplingParams(temperature=0.0, max_tokens=2))
+    while len(engine.scheduler.running) > 1 or engine.scheduler.waiting:
+        engine.step()
+    # 22 tokens each, 20 of them in slot 1's or slot 2's cells: both fit in one step's 15
+    _add(engine, "again-second", [*second, 3, 4], params)
+    _add(engine, "again-first", [*first, 3, 4], params)
+    engine.step()
+    assert _composition(runner)[-1] == (1, 2 + 2)
 
 
 @pytest.mark.parametrize("n_batch", [4, 7])

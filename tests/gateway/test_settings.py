@@ -71,6 +71,8 @@ def test_engine_config_mirrors_the_flags() -> None:
     assert config.model_path == Path("m.gguf") and config.n_slots == 4
     assert (config.n_ctx, config.n_batch, config.n_ubatch) == (2048, 256, 256)
     assert config.n_gpu_layers == -1 and config.max_queue == 3
+    assert not config.split_prompts
+    assert parse(["--model", "m.gguf", "--split-prompts", "1"]).engine_config().split_prompts
     assert settings.model_name == "m"  # the file name when no --served-model-name
 
 
