@@ -334,7 +334,7 @@ static float nucleus_floor(const float *x, const float *w, int32_t n, float lo, 
     int32_t n_lo, n_hi = 0;
     double mass_hi = 0.0; /* mass strictly above hi: nothing lies above the row's maximum */
     mass_count_above(x, w, n, lo, &n_lo);
-    while (n_lo - n_hi > FLOOR_GATHER) {
+    for (int it = 0; it < 64 && n_lo - n_hi > FLOOR_GATHER; it++) {
         float mid = lo + (hi - lo) * 0.5f;
         if (mid <= lo || mid >= hi) break; /* ties wider than the bracket: gather them all */
         int32_t n_mid;
@@ -347,7 +347,9 @@ static float nucleus_floor(const float *x, const float *w, int32_t n, float lo, 
     /* the tokens in (lo, hi], best first; F is the first value whose running mass reaches want */
     float best = hi;
     int32_t k = gather_between(x, w, n, lo, hi, buf);
-    if (k < 0) return hi; /* lo and hi are neighbouring floats: the many tokens between tie at hi */
+    /* lo and hi are neighbouring floats, so the many tokens between them tie at hi (or, on a
+     * row of NaNs or with a range no 64 halvings close, hi is a safe answer rather than exact) */
+    if (k < 0) return hi;
     for (int32_t a = 1; a < k; a++) { /* insertion sort of (value, weight) pairs, best first */
         float v = buf[2 * a], wt = buf[2 * a + 1];
         int32_t b = a - 1;
@@ -396,7 +398,7 @@ static int32_t draw(const float *x, const int32_t *ids, int32_t n, float floor,
 /* Bytes of scratch one call of lg_sample or lg_logprobs needs. */
 int64_t lg_scratch_bytes(int32_t n_vocab) {
     int64_t n = n_vocab;
-    return (6 * n + n / CB + 64) * 4;
+    return (6 * n + n / CB + 64 + 2 * FLOOR_GATHER) * 4;
 }
 
 /* A copy of row x with the edits applied, in `copy`; the logits themselves are never written
@@ -425,7 +427,7 @@ void lg_sample(int32_t n_rows, int32_t n_vocab, const float *const *rows, const 
     uint64_t span = (uint64_t)(n_table - n_vocab);
     float *w = (float *)scratch, *vals = w + n, *work = vals + n;
     int32_t *ids = (int32_t *)(work + n + n / CB + 16);
-    float *copy = (float *)(ids + n);
+    float *copy = (float *)(ids + n), *buf = copy + n;
     for (int32_t r = 0; r < n_rows; r++) {
         const float *x = edits != NULL ? edited(rows[r], n_vocab, &edits[r], copy) : rows[r];
         const lg_params *p = &params[r];
@@ -440,7 +442,7 @@ void lg_sample(int32_t n_rows, int32_t n_vocab, const float *const *rows, const 
             float kth = kth_of(vals, c, p->top_k < c ? p->top_k : c, work);
             float floor = p->min_p > 0.0f ? m + logf(p->min_p) / p->inv_temp : -FLT_MAX;
             floor = kth > floor ? kth : floor;
-            out[r] = ids[draw(vals, ids, c, floor, p, table, span, w, work)];
+            out[r] = ids[draw(vals, ids, c, floor, p, table, span, w, buf)];
             continue;
         }
         float floor = -FLT_MAX;
@@ -448,7 +450,7 @@ void lg_sample(int32_t n_rows, int32_t n_vocab, const float *const *rows, const 
             float m = row_max(x, n_vocab);
             floor = m + logf(p->min_p) / p->inv_temp;
         }
-        out[r] = draw(x, NULL, n_vocab, floor, p, table, span, w, work);
+        out[r] = draw(x, NULL, n_vocab, floor, p, table, span, w, buf);
     }
 }
 

@@ -309,6 +309,16 @@ def test_a_small_nucleus_is_drawn_exactly_in_proportion() -> None:
     np.testing.assert_allclose(counts[:3], np.array([0.08, 0.06, 0.04]) / 0.18, atol=0.03)
 
 
+def test_a_small_nucleus_among_top_k_of_a_tiny_vocabulary() -> None:
+    # the floor search's scratch once overlapped the top-k candidates' ids on small vocabularies
+    row = (np.random.default_rng(0).standard_normal(64) * 0.01).astype(np.float32)
+    worst = int(np.argmin(row))
+    for s in range(300):
+        state = _state(seed=s, top_p=0.1, top_k=63)
+        token = sample(row[None, :].copy(), [0], [state], [b"x"] * 64)[0][0]
+        assert 0 <= token < 64 and token != worst
+
+
 def test_tokens_tied_at_the_nucleus_floor_all_stay_in_it() -> None:
     row = np.zeros(4000, np.float32)
     row[:200] = 5.0  # 200 tied tokens carry about half the mass; top_p 0.1 ends inside them
