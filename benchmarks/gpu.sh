@@ -9,6 +9,10 @@
 #                             SWEEP_BATCHES), then
 #                             the quick rows for two gateways (flags A on GPU 0, B on GPU 1 after
 #                             llama-server)                                              (<= 8 min)
+#   PROFILE=rate BENCH_DEADLINE=300 benchmarks/gpu.sh bench
+#                             mixed and long-tailed lengths at the same Poisson rates (3 and 5
+#                             requests/s) for the gateway and llama-server: TTFT at equal load
+#                                                                                          (<= 5 min)
 #   PROFILE=quick BENCH_DEADLINE=330 benchmarks/gpu.sh bench
 #                             the rows that matter most (greedy and sampled chat, mixed and
 #                             long-tailed lengths), batch invariance, the step profile     (<= 5.5 min)
@@ -266,6 +270,16 @@ scrape_metrics() { # scrape_metrics PORT FILE: the gateway's /metrics after a wo
 workloads() {
   local s=$1 p=$2 profile=$3 c64=(--concurrency 64 --num-requests 256 --warmup 64)
   local chat=(--endpoint chat --prompt-format text --prompt-len 200 --output-len 128)
+  if [[ $profile == rate ]]; then # both servers at the same request rates, below saturation
+    local r
+    for r in 3 5; do
+      bench "$s" "$p" mixed-r$r 70 --workload mixed --prompt-len-range 64 1000 --output-len-range 16 256 \
+        --request-rate $r --num-requests 150 --warmup 16 --concurrency 16 --seed 23
+      bench "$s" "$p" lognormal-r$r-t0.7-p0.9 70 --workload lognormal --temperature 0.7 --top-p 0.9 \
+        --request-rate $r --num-requests 150 --warmup 16 --concurrency 16 --seed 24
+    done
+    return 0
+  fi
   bench "$s" "$p" c64 100 "${c64[@]}" --seed 13
   [[ $profile == quick ]] && bench "$s" "$p" chat-c64-t0 100 "${chat[@]}" "${c64[@]}" --seed 21
   bench "$s" "$p" chat-c64-t0.7-p0.9 100 "${chat[@]}" "${c64[@]}" --temperature 0.7 --top-p 0.9 --seed 21
@@ -341,6 +355,8 @@ ours_lane() { # step profile, then our gateway over every workload
     [[ -n ${SWEEP_BATCHES:-} ]] && step step-profile 240 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
       --ctx-size "$CTX" --n-gpu-layers 99 --threads 0 --sampler-threads 4,8 --mixed-steps 200 \
       --batches "$SWEEP_BATCHES" --out "$OUT/step_profile.json"
+  elif [[ $PROFILE == rate ]]; then
+    : # the HTTP rows only
   elif [[ $PROFILE == quick ]]; then
     step invariance 90 python3 "$REPO/benchmarks/invariance.py" --model "$MODEL" --out "$OUT/invariance.json"
     step step-profile 120 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
@@ -351,14 +367,14 @@ ours_lane() { # step profile, then our gateway over every workload
       --ctx-size "$CTX" --n-gpu-layers 99 --threads 4,16 --sampler-threads 4 --mixed-steps 300 \
       --out "$OUT/step_profile.json"
   fi
-  step sampler-bench-4 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
-  step sampler-bench-8 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 8
+  [[ $PROFILE == rate ]] || step sampler-bench-4 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
+  [[ $PROFILE == rate ]] || step sampler-bench-8 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 8
   serve_and_bench gateway 8001 "${PROFILE/ab/quick}" python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${GATEWAY_EXTRA[@]}"
 }
 
 reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the other batch size
-  [[ $PROFILE == quick ]] || batched_bench batched-bench
+  [[ $PROFILE == quick || $PROFILE == rate ]] || batched_bench batched-bench
   serve_and_bench llama-server-np64 8002 "${PROFILE/ab/quick}" "$BIN/llama-server" -m "$MODEL" -np 64 \
     -c "$CTX" "${LLAMA_SERVER_FLAGS[@]}" --port 8002
   if [[ $PROFILE == ab ]]; then # our gateway with other flags, over the same rows
@@ -366,7 +382,7 @@ reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the
       --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 "${GATEWAY_B_EXTRA[@]}"
     return 0
   fi
-  [[ $PROFILE == quick ]] && return 0
+  [[ $PROFILE == quick || $PROFILE == rate ]] && return 0
   serve_and_bench gateway-b2048 8003 short python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 --batch-size 2048
 }
