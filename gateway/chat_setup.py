@@ -9,6 +9,7 @@ from typing import Any
 from gateway.chat_grammar import ChatGrammar, GrammarCache, ResponseSpec
 from gateway.chat_output import ChoiceOutput
 from gateway.errors import APIError
+from gateway.extra_params import refuse_unknown
 from gateway.jsonschema import SchemaError
 from gateway.messages import to_turns
 from gateway.protocol import ChatCompletionRequest, ResponseFormat
@@ -23,22 +24,6 @@ from gateway.tool_prompt import as_text, instruction, tool_dicts, with_instructi
 from gateway.tools import ToolPlan, plan_tools
 from gateway.workers import Workers
 
-# OpenAI parameters this server cannot honour: a 400 rather than a silent difference.
-_UNSUPPORTED = ("audio", "prediction", "web_search_options", "reasoning_effort", "verbosity")
-# Accepted and ignored: they change nothing a client could notice here.
-_HARMLESS = {"prompt_cache_key", "safety_identifier", "service_tier", "modalities"}
-# Engine extensions that routers (vllm-router) write into every body they forward, accepted at
-# the values that change nothing here (we strip no stop text, produce no reasoning or hidden
-# states, continue no message, and never print special tokens); any other value is a 400.
-_ROUTER_DEFAULTS: dict[str, tuple[object, ...]] = {
-    "no_stop_trim": (False,),
-    "continue_final_message": (False,),
-    "skip_special_tokens": (True,),
-    "return_hidden_states": (False,),
-    "separate_reasoning": (True, False),
-    "stream_reasoning": (True, False),
-    "include_reasoning": (True, False),
-}
 _TOP_LOGPROBS_MAX = 20
 
 
@@ -119,14 +104,7 @@ def response_spec(response_format: ResponseFormat | None) -> ResponseSpec:
 
 def refuse_unsupported(req: ChatCompletionRequest) -> None:
     """Unknown or unsupported parameters are 400s naming them, as OpenAI answers."""
-    for key, value in (req.model_extra or {}).items():
-        if key in _HARMLESS and _is_harmless(key, value):
-            continue
-        if key in _ROUTER_DEFAULTS and value in _ROUTER_DEFAULTS[key]:
-            continue
-        if key in _UNSUPPORTED or key in _HARMLESS or key in _ROUTER_DEFAULTS:
-            raise APIError(400, f"{key} is not supported by this server", param=key)
-        raise APIError(400, f"Unrecognized request argument supplied: {key[:100]}", param=key[:100])
+    refuse_unknown(req.model_extra)
     if req.store:
         raise APIError(400, "store: true is not supported: nothing is stored", param="store")
     if req.top_logprobs is not None:
@@ -141,11 +119,3 @@ def refuse_unsupported(req: ChatCompletionRequest) -> None:
         if not req.logprobs:
             message = "top_logprobs needs logprobs set to true"
             raise APIError(400, message, param="top_logprobs")
-
-
-def _is_harmless(key: str, value: object) -> bool:
-    if key == "modalities":
-        return value == ["text"]
-    if key == "service_tier":
-        return value in (None, "auto", "default")
-    return True

@@ -105,7 +105,10 @@ def _or(value: T | None, default: T) -> T:
 
 
 class CompletionRequest(SamplingRequest):
-    """POST /v1/completions."""
+    """POST /v1/completions. Unknown fields are kept (extra) so that serving can refuse them by
+    name, as OpenAI does."""
+
+    model_config = ConfigDict(extra="allow")
 
     prompt: str | List[str] | List[int] | List[List[int]]
     max_tokens: int | None = 16

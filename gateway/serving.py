@@ -14,6 +14,7 @@ from gateway.chat_output import chat_choice
 from gateway.chat_setup import ChatPreparer
 from gateway.choices import completion_logprobs
 from gateway.errors import APIError, clip
+from gateway.extra_params import refuse_unknown
 from gateway.jsonschema import Limits
 from gateway.limits import RequestLimits
 from gateway.metrics import Metrics
@@ -259,6 +260,7 @@ def _prompt_items(
 
 def _refuse_unsupported(req: CompletionRequest) -> None:
     """Completion options this server cannot honour: a 400 rather than a silent difference."""
+    refuse_unknown(req.model_extra)
     if req.suffix:
         raise APIError(400, "suffix is not supported", param="suffix")
     if req.best_of is not None and req.best_of != req.n:

@@ -50,6 +50,8 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         ({}, "prompt"),
         ({"prompt": "x", "echo": True, "logprobs": 1}, "echo"),
         ({"prompt": "x", "suffix": "y"}, "suffix"),
+        ({"prompt": "x", "max_token": 5}, "max_token"),  # a misspelt max_tokens, as chat
+        ({"prompt": "x", "skip_special_tokens": False}, "skip_special_tokens"),
     ],
 )
 async def test_invalid_completion_parameters_are_400s_naming_the_param(

@@ -41,6 +41,12 @@ async def test_completion_returns_the_text_and_usage() -> None:
     assert engine.submitted[0][1] == engine.tokenize("hi", True, True)
 
 
+async def test_completion_takes_what_vllm_router_adds_to_every_body() -> None:
+    body = {"prompt": "x", "max_tokens": 2, "skip_special_tokens": True, "no_stop_trim": False}
+    async with running_app() as (client, _, _):
+        assert (await client.post("/v1/completions", json=body)).status_code == 200
+
+
 async def test_completion_maps_every_sampling_parameter() -> None:
     body = {
         "prompt": "x", "max_tokens": 3, "temperature": 0.5, "top_p": 0.9, "seed": 7,
