@@ -89,7 +89,7 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,  # after the drain: for connections that still linger
     )
-    GatewayServer(config, app.state.gateway, settings.shutdown_grace).run()
+    GatewayServer(config, app.state.gateway, settings.shutdown_grace, settings.shutdown_min).run()
     return 0
 
 

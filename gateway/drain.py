@@ -11,6 +11,7 @@ an error event and `[DONE]`, a plain request a 503 envelope. No answer is cut si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -63,6 +64,12 @@ class Drain:
         if self.num_in_flight == 0:
             self._idle.set()
 
+    async def linger(self, seconds: float) -> None:
+        """Keep refusing for `seconds` more, or until hurry(): the port stays open meanwhile."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), seconds)
+
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no request is in flight; False if `timeout_s` passed first."""
         try:
@@ -72,11 +79,21 @@ class Drain:
         return True
 
 
-async def drain_requests(drain: Drain, engine: Backend | None, grace_s: float) -> None:
-    """Refuse new requests, let those in flight finish for `grace_s`, then end the rest."""
+async def drain_requests(
+    drain: Drain, engine: Backend | None, grace_s: float, min_s: float = 0.0
+) -> None:
+    """Refuse new requests, let those in flight finish for `grace_s`, then end the rest.
+
+    The drain lasts at least `min_s`, answering 503 all along: a balancer that has not yet
+    seen /health turn 503 gets a 503 it retries elsewhere, not a refused connection (the
+    requests in flight can all be done within milliseconds of the signal).
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     drain.begin()
     log.info("draining: %d requests in flight, %s s of grace", drain.num_in_flight, grace_s)
     if await drain.wait_grace(grace_s):
+        await drain.linger(min_s - (loop.time() - start))
         return
     log.warning("ending %d requests still running after %s s", drain.num_in_flight, grace_s)
     if engine is not None:

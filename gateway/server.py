@@ -26,10 +26,13 @@ from gateway.drain import drain_requests
 class GatewayServer(uvicorn.Server):
     """Serves the gateway's app; shuts down through `drain_requests`."""
 
-    def __init__(self, config: uvicorn.Config, state: GatewayState, grace_s: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, state: GatewayState, grace_s: float, min_s: float = 0.0
+    ) -> None:
         super().__init__(config)
         self._state = state
         self._grace_s = grace_s
+        self._min_s = min_s
         self._signal: int | None = None
         self._num_signals = 0
         self._drainer: asyncio.Task[None] | None = None
@@ -56,5 +59,5 @@ class GatewayServer(uvicorn.Server):
         return await super().on_tick(counter)
 
     async def _drain(self, sig: int) -> None:
-        await drain_requests(self._state.drain, self._state.engine, self._grace_s)
+        await drain_requests(self._state.drain, self._state.engine, self._grace_s, self._min_s)
         super().handle_exit(sig, None)

@@ -209,6 +209,15 @@ class Settings:
             "SECONDS",
         ),
     )
+    shutdown_min: float = field(
+        default=2.0,
+        metadata=_meta(
+            _seconds,
+            "on SIGTERM: seconds to keep answering 503 at least, so that a load balancer's"
+            " health check sees it before the port closes",
+            "SECONDS",
+        ),
+    )
     log_level: str = field(
         default="info", metadata=_meta(_log_level, "one of " + ", ".join(LOG_LEVELS), "LEVEL")
     )

@@ -230,7 +230,16 @@ def complete(result: tuple[int, list[Any]]) -> bool:
     return bool(last["choices"][0]["finish_reason"] == "length" and is_whole)
 
 
-def test_a_replica_stopped_with_sigterm_loses_no_request(cluster: Cluster) -> None:
+def _log_tails(tmp_path: Path, lines: int = 15) -> str:
+    """The end of each process's log, for a failure message (the logs vanish with tmp_path)."""
+    tails = []
+    for log in sorted(tmp_path.glob("*.log")):
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+        tails.append(f"--- {log.name}\n" + "\n".join(text))
+    return "\n".join(tails)
+
+
+def test_a_replica_stopped_with_sigterm_loses_no_request(cluster: Cluster, tmp_path: Path) -> None:
     leaving, staying = cluster.replicas
     results: list[Result] = []
     sigterm_at: list[float] = []
@@ -252,7 +261,7 @@ def test_a_replica_stopped_with_sigterm_loses_no_request(cluster: Cluster) -> No
     # shutdown, so the status is that of the signal (or 0).
     exit_code = leaving.proc.wait(timeout=SHUTDOWN_GRACE_S + 10)
     lost = [result for _, result in results if not complete(result)]
-    assert not lost, f"{len(lost)} of {len(results)} requests lost: {lost[:3]}"
+    assert not lost, f"{len(lost)} of {len(results)} lost: {lost[:3]}\n{_log_tails(tmp_path)}"
     started_after = [start for start, _ in results if start > sigterm_at[0]]
     assert len(started_after) == NUM_CLIENTS  # every client sent a new request...
     assert served(staying) >= served_before[0] + len(started_after)  # ...and the survivor served

@@ -100,3 +100,21 @@ async def test_requests_past_the_grace_end_with_an_explicit_error() -> None:
     assert not any(c.get("finish_reason") for e in events[:-2] for c in e["choices"])
     assert not engine.active
     assert 'status="503"' in metrics
+
+
+async def test_an_idle_drain_keeps_answering_503_for_its_minimum_then_a_hurry_ends_it() -> None:
+    async with running_app() as (client, _, app):
+        state = app.state.gateway
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        drainer = asyncio.create_task(drain_requests(state.drain, state.engine, 5, min_s=0.3))
+        await asyncio.sleep(0.1)
+        assert not drainer.done()  # nothing in flight, yet the port stays open...
+        late = await client.post("/v1/completions", json={"prompt": "x"})
+        assert late.status_code == 503  # ...answering what a balancer retries elsewhere
+        await asyncio.wait_for(drainer, 2)
+        assert loop.time() - start >= 0.3
+        drainer = asyncio.create_task(drain_requests(state.drain, state.engine, 5, min_s=30))
+        await asyncio.sleep(0.05)
+        state.drain.hurry()  # a second SIGTERM: no more waiting
+        await asyncio.wait_for(drainer, 1)

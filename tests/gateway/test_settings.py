@@ -98,10 +98,13 @@ def test_the_json_string_cap_is_bounded_and_zero_means_none() -> None:
 def test_the_request_and_shutdown_limits_have_flags_and_variables() -> None:
     settings = parse([])
     assert (settings.shutdown_grace, settings.send_timeout) == (30.0, 30.0)
+    assert settings.shutdown_min == 2.0
     assert (settings.max_prompt_chars, settings.max_prompt_tokens) == (1_000_000, 0)
     env = {"LLM_GATEWAY_SHUTDOWN_GRACE": "12.5", "LLM_GATEWAY_MAX_PROMPT_TOKENS": "4096"}
-    settings = parse(["--prompt-threads", "2", "--max-prompt-chars", "5000"], env)
+    settings = parse(["--prompt-threads", "2", "--max-prompt-chars", "5000",
+                      "--shutdown-min", "0"], env)  # fmt: skip
     assert settings.shutdown_grace == 12.5 and settings.max_prompt_tokens == 4096
+    assert settings.shutdown_min == 0.0
     assert settings.prompt_threads == 2 and settings.max_prompt_chars == 5000
 
 
@@ -110,6 +113,7 @@ def test_the_request_and_shutdown_limits_have_flags_and_variables() -> None:
     [
         ("SHUTDOWN_GRACE", "-1"),
         ("SHUTDOWN_GRACE", "nan"),
+        ("SHUTDOWN_MIN", "-2"),
         ("SEND_TIMEOUT", "soon"),
         ("PROMPT_THREADS", "0"),
         ("MAX_PROMPT_CHARS", "0"),
