@@ -92,14 +92,13 @@ async def drain_requests(
     start = loop.time()
     drain.begin()
     log.info("draining: %d requests in flight, %s s of grace", drain.num_in_flight, grace_s)
-    if await drain.wait_grace(grace_s):
-        await drain.linger(min_s - (loop.time() - start))
-        return
-    log.warning("ending %d requests still running after %s s", drain.num_in_flight, grace_s)
-    if engine is not None:
-        engine.abort_all(SHUTDOWN_MESSAGE)
-    if not await drain.wait_idle(FLUSH_S):
-        log.warning("%d requests did not end; closing their connections", drain.num_in_flight)
+    if not await drain.wait_grace(grace_s):
+        log.warning("ending %d requests still running after %s s", drain.num_in_flight, grace_s)
+        if engine is not None:
+            engine.abort_all(SHUTDOWN_MESSAGE)
+        if not await drain.wait_idle(FLUSH_S):
+            log.warning("%d requests did not end; closing their connections", drain.num_in_flight)
+    await drain.linger(min_s - (loop.time() - start))
 
 
 class DrainGuard:

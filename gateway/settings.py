@@ -307,10 +307,27 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
             shown = "(set)"  # never print a secret
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
-            type=f.metadata["parse"],
+            type=_cli_type(f.metadata["parse"]),
             default=default,
             metavar=f.metadata["metavar"] or None,
             help=f"{f.metadata['help']} [env {env_name(f.name)}; default: {shown}]".replace(
                 "%", "%%"
             ),
         )
+
+
+def _cli_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` for argparse: its own message ("must be 0 or more"), not "invalid _seconds value"."""
+    if parse in (str, int):
+        return parse
+
+    def checked(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as e:
+            why = str(e)
+            if why.startswith(("invalid literal", "could not convert")):  # int() or float()
+                why = "not a number"
+            raise argparse.ArgumentTypeError(f"{value!r}: {why}") from None
+
+    return checked

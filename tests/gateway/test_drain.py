@@ -118,3 +118,17 @@ async def test_an_idle_drain_keeps_answering_503_for_its_minimum_then_a_hurry_en
         await asyncio.sleep(0.05)
         state.drain.hurry()  # a second SIGTERM: no more waiting
         await asyncio.wait_for(drainer, 1)
+
+
+async def test_the_minimum_holds_when_the_grace_ends_requests_too() -> None:
+    engine = FakeEngine(fake_model(n_ctx=4096), step_delay_s=0.01)
+    async with running_app(engine) as (client, _, app):
+        state = app.state.gateway
+        body = {"prompt": "x", "max_tokens": 2000, "stream": True}
+        stream = asyncio.create_task(client.post("/v1/completions", json=body))
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.wait_for(drain_requests(state.drain, state.engine, 0.05, min_s=0.5), 3)
+        assert loop.time() - start >= 0.5
+        await stream

@@ -141,3 +141,19 @@ def test_sampler_threads_default_to_half_the_cores_and_never_exceed_them(
 ) -> None:
     monkeypatch.setattr("gateway.settings.os.cpu_count", lambda: cores)
     assert parse(["--model", "m.gguf", *flags]).engine_config().sampler_threads == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--shutdown-min", "-1"], "'-1': must be a number of seconds, 0 or more"),
+        (["--split-prompts", "2"], "'2': must be 1/0, true/false, yes/no or on/off"),
+        (["--ubatch-size", "x"], "'x': not a number"),
+    ],
+)
+def test_a_bad_flag_value_says_what_is_wrong(
+    flags: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse(flags)
+    assert says in capsys.readouterr().err
