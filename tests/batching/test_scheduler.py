@@ -281,6 +281,17 @@ def test_n2_choices_share_one_prefill_and_equal_single_requests() -> None:
     assert _tokens(outputs[("a", 0)]) != _tokens(outputs[("a", 1)])
 
 
+def test_an_n2_request_waits_for_a_step_that_finishes_its_prompt_and_gives_both_choices() -> None:
+    engine, runner = _engine(n_slots=4, n_batch=16)
+    params = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
+    _add(engine, "first", _prompt(0, 6), params)
+    _add(engine, "pair", _prompt(30, 12), params, n=2)  # 12 > the 10 left: the next step
+    outputs = _drive(engine)
+    assert _composition(runner)[:2] == [(0, 6), (1, 12)]  # its prompt is computed once
+    assert [_finish(outputs[("pair", i)]) for i in (0, 1)] == ["length", "length"]
+    assert len(_tokens(outputs[("pair", 1)])) == 4
+
+
 def test_n2_choices_when_the_parent_stops_at_its_first_token() -> None:
     prompt = _prompt(0, 8)
     runner = FakeRunner(next_token=_script(len(prompt), [EOS]))
