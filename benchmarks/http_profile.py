@@ -7,11 +7,18 @@ uvicorn. Run a load against it with `llm-gateway bench --model sim`; a TPOT clos
 --step-ms means the Python side keeps up.
 
     python benchmarks/http_profile.py --step-ms 16 --slots 64 --port 8010
+    python benchmarks/http_profile.py --step-ms 16 --engine-only   # the engine without HTTP
+
+`--engine-only` drives the same engine directly with 64 greedy requests of 256 / 128 tokens
+and prints the time of the steps where every slot decodes, and how much of it is not the
+simulated decode: the engine's own Python and sampling. `--switch-ms` sets the interpreter's
+GIL switch interval (sys.setswitchinterval; 5 ms by default) for the server.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +30,7 @@ from batching.config import EngineConfig
 from batching.engine import Engine
 from batching.info import ModelInfo
 from batching.outputs import KvOp, SchedulerOutput
+from batching.params import SamplingParams
 from batching.sampling_state import Grammar, Logits
 from gateway.app import create_app
 from gateway.settings import Settings
@@ -72,6 +80,33 @@ class SimRunner:
         pass
 
 
+def engine_only(runner: SimRunner, config: EngineConfig) -> None:
+    """Time the engine's all-decode steps over the simulated runner; print the overhead."""
+    engine = Engine(runner, config)  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    params = SamplingParams(temperature=0.0, max_tokens=128, ignore_eos=True)
+    for i in range(config.n_slots):
+        prompt = [1, *(3 + rng.integers(0, 200, 255)).tolist()]
+        engine.add(engine.new_sequences(f"r{i}", prompt, params))
+    times = []
+    while engine.has_work:
+        all_decode = len(engine.scheduler.running) == config.n_slots and not any(
+            s.is_prefilling for s in engine.scheduler.running
+        )
+        start = time.perf_counter()
+        engine.step()
+        if all_decode:
+            times.append(time.perf_counter() - start)
+    slept = []
+    for _ in range(20):
+        start = time.perf_counter()
+        time.sleep(runner._step_s)
+        slept.append(time.perf_counter() - start)
+    step, sleep = 1000 * float(np.median(times)), 1000 * float(np.median(slept))
+    print(f"all-decode steps: {len(times)}, median {step:.2f} ms; the sleep alone {sleep:.2f} ms;")
+    print(f"the engine's own time: {step - sleep:.2f} ms a step")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--step-ms", type=float, default=16.0)
@@ -83,13 +118,20 @@ def main() -> None:
         "--prefill-tok-s", type=float, default=0.0,
         help="prompt tokens per second added to a step's sleep (0: prompts are free)",
     )  # fmt: skip
+    ap.add_argument("--engine-only", action="store_true", help="no HTTP: time the engine alone")
+    ap.add_argument("--switch-ms", type=float, default=None, help="GIL switch interval, ms")
     args = ap.parse_args()
+    if args.switch_ms is not None:
+        sys.setswitchinterval(args.switch_ms / 1000)
     config = EngineConfig(
         model_path=Path("sim.gguf"),
         n_slots=args.slots,
         n_ctx=args.ctx_size,
         n_batch=args.batch_size,
     )
+    if args.engine_only:
+        engine_only(SimRunner(args.slots, args.ctx_size, args.step_ms / 1000), config)
+        return
     settings = Settings(
         model=Path("sim.gguf"), slots=args.slots, ctx_size=args.ctx_size, port=args.port,
         log_level="warning",
