@@ -240,6 +240,10 @@ class Scheduler:
         cost more than the extra pass it saves. A slot with no cell to spare gets none
         either (the runner would have to leave it out, and the ubatch count would be off).
         """
+        if not out.entries or _slot_of(out.entries[-1]) - _slot_of(out.entries[0]) < len(
+            out.entries
+        ):
+            return  # the slots are contiguous (the common case): no gap to fill
         budget = self.n_batch - out.num_tokens
         longest = max([s.num_tokens for s in out.decode] + [c.end for c in out.prefill], default=0)
         entries: list[Sequence | PrefillChunk | Filler] = []
