@@ -12,7 +12,7 @@ uvicorn. Run a load against it with `llm-gateway bench --model sim`; a TPOT clos
 `--engine-only` drives the same engine directly with 64 greedy requests of 256 / 128 tokens
 and prints the time of the steps where every slot decodes, and how much of it is not the
 simulated decode: the engine's own Python and sampling. `--switch-ms` sets the interpreter's
-GIL switch interval (sys.setswitchinterval; 5 ms by default) for the server.
+GIL switch interval (sys.setswitchinterval; 5 ms by default), for either mode.
 """
 
 from __future__ import annotations
@@ -119,8 +119,12 @@ def main() -> None:
         help="prompt tokens per second added to a step's sleep (0: prompts are free)",
     )  # fmt: skip
     ap.add_argument("--engine-only", action="store_true", help="no HTTP: time the engine alone")
-    ap.add_argument("--switch-ms", type=float, default=None, help="GIL switch interval, ms")
+    ap.add_argument(
+        "--switch-ms", type=float, default=None, help="GIL switch interval in ms (above 0)"
+    )
     args = ap.parse_args()
+    if args.switch_ms is not None and not args.switch_ms > 0:
+        ap.error("--switch-ms must be above 0")
     if args.switch_ms is not None:
         sys.setswitchinterval(args.switch_ms / 1000)
     config = EngineConfig(
