@@ -84,6 +84,7 @@ SAMPLINGS = {
     "t0.7_top_p0.9": {"temperature": 0.7, "top_p": 0.9},
     "t1.0": {"temperature": 1.0},
     "t0.8_top_k40_top_p0.95": {"temperature": 0.8, "top_k": 40, "top_p": 0.95},
+    "t1.0_top_p0.1": {"temperature": 1.0, "top_p": 0.1},  # a small nucleus: the floor search
     "t0.8_min_p0.05": {"temperature": 0.8, "min_p": 0.05},
     "t0.7_penalties": {"temperature": 0.7, "presence_penalty": 0.5, "repetition_penalty": 1.1},
     "greedy_logprobs5": {"temperature": 0.0, "logprobs": 5},
@@ -181,7 +182,13 @@ async def _drain(stream: object) -> int:
     return count
 
 
-SWEEP_SAMPLINGS = ("greedy", "t0.7_top_p0.9", "t0.8_top_k40_top_p0.95", "t0.7_penalties")
+SWEEP_SAMPLINGS = (
+    "greedy",
+    "t0.7_top_p0.9",
+    "t0.8_top_k40_top_p0.95",
+    "t1.0_top_p0.1",
+    "t0.7_penalties",
+)
 
 
 def main() -> None:
