@@ -21,7 +21,7 @@ from tests.e2e.conftest import free_port
 pytestmark = pytest.mark.model
 ROOT = Path(__file__).resolve().parents[2]
 GRACE_S = 2.0
-SHORT = {"prompt": "Hi", "max_tokens": 3}
+SHORT = {"prompt": "Hi", "max_tokens": 8, "ignore_eos": True}  # well within the grace
 LONG = {"prompt": "Hi", "max_tokens": 4000, "ignore_eos": True}  # far longer than the grace
 
 
@@ -97,6 +97,12 @@ class Client(threading.Thread):
         return ("cut", "no finish_reason before [DONE]")
 
 
+def _load(url: str) -> int:
+    """Requests in the engine, running or waiting (the router's load endpoint)."""
+    load: int = httpx.get(f"{url}/get_load", timeout=5).json()["load"]
+    return load
+
+
 def _plain(r: httpx.Response) -> tuple[str, str]:
     if r.status_code == 200:
         return ("whole", r.json()["choices"][0]["finish_reason"])
@@ -119,8 +125,13 @@ def test_sigterm_drains_then_ends_the_rest_explicitly_and_exits(
     short_ones = [Client(url, SHORT, stream=s) for s in (True, False)]
     for client in short_ones:
         client.start()
-    for client in short_ones:
-        client.first_byte.wait(5)
+    # every short one still running must be in the engine before the signal: a plain request's
+    # client thread can still be connecting, and one that arrives after the signal rightly gets
+    # a 503 (the long ones are 4 of the engine's load throughout)
+    deadline = time.monotonic() + 10
+    while _load(url) - len(long_ones) < sum(c.is_alive() for c in short_ones):
+        assert time.monotonic() < deadline, "the short requests never reached the engine"
+        time.sleep(0.005)
 
     proc.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
