@@ -3,33 +3,17 @@ behave like the GPU benchmark's, or its rankings mean nothing."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "policy_sim", ROOT / "benchmarks" / "policy_sim.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["policy_sim"] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.scripts import load_script
 
 
 def test_a_ubatch_costs_what_the_step_profile_measured_and_grows_with_its_tokens() -> None:
-    sim = _load()
+    sim = load_script("policy_sim")
     assert sim.ubatch_ms(64) == 16.5 and sim.ubatch_ms(480) == 44.0
     assert sim.ubatch_ms(1) < sim.ubatch_ms(100) < sim.ubatch_ms(512) < sim.ubatch_ms(2048)
 
 
 def test_a_closed_loop_serves_every_request_in_full_and_measures_its_first_token() -> None:
-    module = _load()
+    module = load_script("policy_sim")
     sim = module.Sim("fixed", n_batch=1024, n_ubatch=512, sjf=False, seed=0)
     ttft, tokens, wall = sim.phase(16)
     assert len(ttft) == 16 and tokens == 16 * 128

@@ -26,6 +26,14 @@ def datas(response: httpx.Response) -> list[Any]:
     return [d if d == "[DONE]" else json.loads(d) for d in lines]
 
 
+async def _long_stream(client: httpx.AsyncClient) -> asyncio.Task[httpx.Response]:
+    """A stream far longer than any grace here, running by the time this returns."""
+    body = {"prompt": "x", "max_tokens": 2000, "stream": True}
+    stream = asyncio.create_task(client.post("/v1/completions", json=body))
+    await asyncio.sleep(0.05)
+    return stream
+
+
 async def test_draining_turns_health_and_new_requests_into_503s() -> None:
     async with running_app() as (client, _, app):
         state = app.state.gateway
@@ -64,9 +72,7 @@ async def test_hurry_ends_the_grace_at_once_with_the_explicit_errors() -> None:
     engine = FakeEngine(fake_model(n_ctx=4096), step_delay_s=0.01)
     async with running_app(engine) as (client, _, app):
         state = app.state.gateway
-        body = {"prompt": "x", "max_tokens": 2000, "stream": True}
-        stream = asyncio.create_task(client.post("/v1/completions", json=body))
-        await asyncio.sleep(0.05)
+        stream = await _long_stream(client)
         drainer = asyncio.create_task(drain_requests(state.drain, state.engine, grace_s=30))
         await asyncio.sleep(0.05)
         state.drain.hurry()  # what a second SIGTERM does
@@ -124,9 +130,7 @@ async def test_the_minimum_holds_when_the_grace_ends_requests_too() -> None:
     engine = FakeEngine(fake_model(n_ctx=4096), step_delay_s=0.01)
     async with running_app(engine) as (client, _, app):
         state = app.state.gateway
-        body = {"prompt": "x", "max_tokens": 2000, "stream": True}
-        stream = asyncio.create_task(client.post("/v1/completions", json=body))
-        await asyncio.sleep(0.05)
+        stream = await _long_stream(client)
         loop = asyncio.get_running_loop()
         start = loop.time()
         await asyncio.wait_for(drain_requests(state.drain, state.engine, 0.05, min_s=0.5), 3)
