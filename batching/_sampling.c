@@ -166,18 +166,6 @@ HOT static void masses(const float *x, int32_t n, float m, float inv_t, float fl
     *above_out = a;
 }
 
-/* Sum of w over the tokens whose logit is strictly above v. */
-HOT static double mass_above(const float *x, const float *w, int32_t n, float v) {
-    float acc[LANES] = {0};
-    int32_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) acc[j] += x[i + j] > v ? w[i + j] : 0.0f;
-    double s = 0.0;
-    for (int j = 0; j < LANES; j++) s += acc[j];
-    for (; i < n; i++) s += x[i] > v ? w[i] : 0.0f;
-    return s;
-}
-
 /* Value of the k-th largest of x[0..n) (1 <= k <= n); reorders x. Quickselect, median of 3. */
 static float kth_largest(float *x, int32_t n, int32_t k) {
     int32_t lo = 0, hi = n - 1, want = k - 1;
@@ -375,6 +363,7 @@ static int32_t draw(const float *x, const int32_t *ids, int32_t n, float floor,
                     float *buf) {
     float m = -INFINITY, lo = floor;
     double total = 0.0, above = 0.0;
+    int32_t n_above; /* not needed here */
     /* a nucleus under half the mass would refuse most second draws too: find its floor now */
     uint64_t attempts = p->top_p >= 0.5f ? MAX_ATTEMPTS : 1;
     for (uint64_t a = 0; a < attempts; a++) {
@@ -384,7 +373,7 @@ static int32_t draw(const float *x, const int32_t *ids, int32_t n, float floor,
         if (a == 0) /* one pass: the weights, kept for later attempts, and both masses */
             masses(x, n, m, p->inv_temp, floor, x[t], w, &total, &above);
         else
-            above = mass_above(x, w, n, x[t]);
+            above = mass_count_above(x, w, n, x[t], &n_above);
         if (above < (double)p->top_p * total) return t; /* the winner lies in the nucleus */
         lo = x[t] > lo ? x[t] : lo; /* a refused winner lies below the nucleus floor */
     }
