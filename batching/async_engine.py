@@ -187,7 +187,7 @@ class AsyncEngine:
         try:
             while self._handle_commands(block=not self._engine.has_work):
                 if self._engine.has_work:
-                    self._publish(self._engine.step())
+                    self._publish(self._engine.step(emit=self._publish))
                 self._stats = self._engine.stats()
         except Exception:
             logger.exception("the engine thread failed; the server stops taking requests")

@@ -25,6 +25,12 @@ class EngineConfig:
     # A waiting prompt starts only in a step that can finish it, unless no other prompt is in
     # that step (Scheduler.schedule says why); True lets it fill the step's leftover budget.
     split_prompts: bool = False
+    # A step that completes a prompt while others decode runs the prompts first, in a
+    # llama_decode of their own, so their first tokens do not wait for the decode pass.
+    prompts_first: bool = True
+    # The waiting request with the shortest prompt is admitted first, aged by its wait
+    # (Scheduler.schedule says why); False admits in arrival order.
+    shortest_first: bool = True
     # One pool of cells for all slots lets a long request borrow room from short ones, but
     # llama.cpp's attention over the shared pool is slower: on an H200 with 64 sequences of a 7B
     # model a decode step took 28 ms unified against 16 ms with a stream per sequence.

@@ -68,6 +68,11 @@ class SchedulerOutput:
         return not self.decode and not self.prefill
 
     @property
+    def completes_prompt(self) -> bool:
+        """Some prompt is computed to its end in this step (its first token is sampled)."""
+        return any(c.end == c.seq.num_prompt_tokens for c in self.prefill)
+
+    @property
     def num_tokens(self) -> int:
         return len(self.decode) + sum(c.end - c.start for c in self.prefill)
 

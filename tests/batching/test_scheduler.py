@@ -126,7 +126,7 @@ def test_requests_are_admitted_in_fifo_order() -> None:
 
 
 def test_split_prompts_fill_each_step_up_to_n_batch() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=8, split_prompts=True)
+    engine, runner = _engine(n_slots=4, n_batch=8, split_prompts=True, prompts_first=False)
     for i in range(4):
         _add(engine, f"r{i}", _prompt(i, 11 + 3 * i), SamplingParams(max_tokens=6, seed=i))
     decoding: list[int] = []
@@ -152,7 +152,7 @@ def _composition(runner: FakeRunner) -> list[tuple[int, int]]:
 
 
 def test_a_new_prompt_starts_only_in_a_step_that_finishes_it() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=16)
+    engine, runner = _engine(n_slots=4, n_batch=16, prompts_first=False)
     params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     for i, length in enumerate([6, 12, 30]):
         _add(engine, f"r{i}", _prompt(10 * i, length), params)
@@ -164,7 +164,7 @@ def test_a_new_prompt_starts_only_in_a_step_that_finishes_it() -> None:
 
 
 def test_split_prompts_let_a_new_prompt_take_the_budget_left() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=16, split_prompts=True)
+    engine, runner = _engine(n_slots=4, n_batch=16, split_prompts=True, prompts_first=False)
     params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     for i, length in enumerate([6, 12, 30]):
         _add(engine, f"r{i}", _prompt(10 * i, length), params)
@@ -174,7 +174,7 @@ def test_split_prompts_let_a_new_prompt_take_the_budget_left() -> None:
 
 
 def test_a_cached_prefix_counts_only_the_tokens_left_to_compute() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=16)
+    engine, runner = _engine(n_slots=4, n_batch=16, prompts_first=False)
     params = SamplingParams(temperature=0.0, max_tokens=50, ignore_eos=True)
     _add(engine, "long", _prompt(0, 4), params)  # keeps slot 0 busy throughout
     first, second = _prompt(50, 20), _prompt(20, 20)
@@ -282,7 +282,7 @@ def test_n2_choices_share_one_prefill_and_equal_single_requests() -> None:
 
 
 def test_an_n2_request_waits_for_a_step_that_finishes_its_prompt_and_gives_both_choices() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=16)
+    engine, runner = _engine(n_slots=4, n_batch=16, prompts_first=False)
     params = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
     _add(engine, "first", _prompt(0, 6), params)
     _add(engine, "pair", _prompt(30, 12), params, n=2)  # 12 > the 10 left: the next step

@@ -123,7 +123,9 @@ def test_slots_idle_while_the_next_request_is_on_its_way_do_not_split_the_step()
 
 def test_a_filler_keeps_the_idle_slots_cache_for_the_next_request() -> None:
     runner = FakeRunner(n_ctx=256, n_slots=3, n_ubatch=64)
-    engine = Engine(runner, EngineConfig(model_path=Path("fake"), n_slots=3, n_batch=64))
+    # one call a step, so that r1 ends before r2 arrives and slot 1 stays idle
+    config = EngineConfig(model_path=Path("fake"), n_slots=3, n_batch=64, prompts_first=False)
+    engine = Engine(runner, config)
     long = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
     short = SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True)
     shared = [1, *range(3, 40)]
@@ -149,7 +151,10 @@ def _gap_of_one(recurrent: bool = False, idle_prompt: int = 12) -> FakeRunner:
     runner = FakeRunner(n_ctx=512, n_slots=3, n_ubatch=64)
     if recurrent:
         runner.info = dataclasses.replace(runner.info, is_recurrent=True)
-    engine = Engine(runner, EngineConfig(model_path=Path("fake"), n_slots=3, n_batch=256))
+    config = EngineConfig(
+        model_path=Path("fake"), n_slots=3, n_batch=256, prompts_first=False, shortest_first=False
+    )  # r1 in slot 1, ending before the others
+    engine = Engine(runner, config)
     long = SamplingParams(temperature=0.0, max_tokens=30, ignore_eos=True)
     short = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
     lengths = [6, idle_prompt, 7]

@@ -1,0 +1,81 @@
+"""The waiting queue's order: shortest prompt first, aged by the wait; or arrival order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fake_runner import FakeRunner
+
+from batching.config import EngineConfig
+from batching.engine import Engine
+from batching.params import SamplingParams
+from batching.scheduler import AGING_TOKENS_PER_S
+from tests.batching.test_scheduler import _add, _prompt
+
+ONE = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _engine(clock: Clock, **config: object) -> Engine:
+    cfg = EngineConfig(model_path=Path("fake"), n_slots=1, n_batch=64, **config)  # type: ignore[arg-type]
+    return Engine(FakeRunner(n_slots=1), cfg, clock=clock)  # type: ignore[arg-type]
+
+
+def _admitted(engine: Engine) -> list[str]:
+    """Request ids in the order they got the one slot."""
+    order = []
+    while engine.has_work:
+        for out in engine.step():
+            if out.finish_reason:
+                order.append(out.request_id)
+    return order
+
+
+def test_the_shortest_waiting_prompt_goes_first_and_ties_keep_arrival_order() -> None:
+    engine = _engine(Clock())
+    for name, length in [("a40", 40), ("b10", 10), ("c25", 25), ("d10", 10)]:
+        _add(engine, name, _prompt(length, length), ONE)
+    assert _admitted(engine) == ["b10", "d10", "c25", "a40"]
+
+
+def test_a_long_prompt_that_waited_goes_ahead_of_fresh_short_ones() -> None:
+    clock = Clock()
+    engine = _engine(clock)
+    _add(engine, "long", _prompt(0, 50), ONE)
+    clock.now = 50 / AGING_TOKENS_PER_S  # it has waited as long as 50 tokens are worth
+    _add(engine, "short", _prompt(9, 5), ONE)
+    assert _admitted(engine) == ["long", "short"]
+
+
+def test_a_long_prompt_that_waited_less_lets_a_short_one_pass() -> None:
+    clock = Clock()
+    engine = _engine(clock)
+    _add(engine, "long", _prompt(0, 50), ONE)
+    clock.now = 40 / AGING_TOKENS_PER_S
+    _add(engine, "short", _prompt(9, 5), ONE)
+    assert _admitted(engine) == ["short", "long"]
+
+
+def test_arrival_order_when_shortest_first_is_off() -> None:
+    engine = _engine(Clock(), shortest_first=False)
+    for name, length in [("a40", 40), ("b10", 10), ("c25", 25)]:
+        _add(engine, name, _prompt(length, length), ONE)
+    assert _admitted(engine) == ["a40", "b10", "c25"]
+
+
+def test_the_queue_time_is_measured_on_the_engine_clock() -> None:
+    clock = Clock()
+    engine = _engine(clock)
+    _add(engine, "first", _prompt(0, 8), ONE)
+    _add(engine, "second", _prompt(10, 8), ONE)
+    engine.step()
+    clock.now = 2.5
+    outs = engine.step()
+    assert [(o.request_id, o.queue_s) for o in outs if o.queue_s is not None] == [("second", 2.5)]
