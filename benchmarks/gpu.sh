@@ -275,7 +275,7 @@ workloads() {
     for r in 3 5; do
       bench "$s" "$p" mixed-r$r 70 --workload mixed --prompt-len-range 64 1000 --output-len-range 16 256 \
         --request-rate $r --num-requests 150 --warmup 16 --concurrency 16 --seed 23
-      bench "$s" "$p" lognormal-r$r-t0.7-p0.9 70 --workload lognormal --temperature 0.7 --top-p 0.9 \
+      bench "$s" "$p" lognormal-r$r-t0.7-p0.9 100 --workload lognormal --temperature 0.7 --top-p 0.9 \
         --request-rate $r --num-requests 150 --warmup 16 --concurrency 16 --seed 24
     done
     return 0

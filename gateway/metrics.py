@@ -145,19 +145,24 @@ class Metrics:
             TOKEN_COUNT_BUCKETS,
         )
         self.seqs_per_step = h(
-            "gateway_step_sequences", "Sequences in one engine step.", SEQS_PER_STEP_BUCKETS
+            "gateway_step_sequences",
+            "Sequences in one llama_decode (a step that finishes prompts while others decode"
+            " makes two: the prompts, then the decodes).",
+            SEQS_PER_STEP_BUCKETS,
         )
         self.step_duration = h(
-            "gateway_step_duration_seconds", "Wall time of one engine step.", STEP_BUCKETS
+            "gateway_step_duration_seconds",
+            "Wall time of one llama_decode with its sampling and outputs.",
+            STEP_BUCKETS,
         )
         self.step_ubatches = h(
             "gateway_step_ubatches",
-            "Passes llama.cpp makes over the weights for one step's batch (its ubatches).",
+            "Passes llama.cpp makes over the weights for one llama_decode's batch (its ubatches).",
             UBATCH_BUCKETS,
         )
         self.step_sample = h(
             "gateway_step_sample_seconds",
-            "Time one engine step spends sampling every row.",
+            "Time one llama_decode's rows take to sample.",
             STEP_BUCKETS,
         )
 
