@@ -261,7 +261,7 @@ class Settings:
                 try:
                     values[f.name] = f.metadata["parse"](environ[name])
                 except ValueError as e:
-                    raise ValueError(f"{name}={environ[name]!r}: {e}") from e
+                    raise ValueError(f"{name}={environ[name]!r}: {_why(e)}") from e
         return cls(**values)
 
     @classmethod
@@ -345,9 +345,12 @@ def _cli_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
         try:
             return parse(value)
         except ValueError as e:
-            why = str(e)
-            if why.startswith(("invalid literal", "could not convert")):  # int() or float()
-                why = "not a number"
-            raise argparse.ArgumentTypeError(f"{value!r}: {why}") from None
+            raise argparse.ArgumentTypeError(f"{value!r}: {_why(e)}") from None
 
     return checked
+
+
+def _why(e: ValueError) -> str:
+    """A parse error in the setting's words: int()'s and float()'s become "not a number"."""
+    why = str(e)
+    return "not a number" if why.startswith(("invalid literal", "could not convert")) else why

@@ -45,9 +45,11 @@ def test_an_empty_model_variable_means_the_demo_model() -> None:
     assert settings.model_name == "demo"
 
 
-def test_a_bad_environment_value_names_the_variable() -> None:
-    with pytest.raises(ValueError, match="LLM_GATEWAY_PORT"):
+def test_a_bad_environment_value_names_the_variable_and_says_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match=r"^LLM_GATEWAY_PORT='eighty': not a number$"):
         Settings.from_env({"LLM_GATEWAY_PORT": "eighty"})
+    with pytest.raises(ValueError, match=r"^LLM_GATEWAY_SEND_TIMEOUT='soon': not a number$"):
+        Settings.from_env({"LLM_GATEWAY_SEND_TIMEOUT": "soon"})
 
 
 def test_help_lists_every_flag_with_its_variable_and_hides_the_key() -> None:
