@@ -323,6 +323,8 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
     for f in fields(Settings):
         default = getattr(defaults, f.name)
         shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        if isinstance(default, bool):
+            shown = str(int(default))  # as the flag takes it: 1 or 0
         if f.name == "api_key" and default:
             shown = "(set)"  # never print a secret
         parser.add_argument(
