@@ -9,7 +9,7 @@ from collections.abc import Callable
 from batching.config import EngineConfig
 from batching.detokenizer import IncrementalDetokenizer
 from batching.info import EngineStats, ModelInfo
-from batching.outputs import SchedulerOutput, StepOutput, StepStats
+from batching.outputs import PrefillChunk, SchedulerOutput, StepOutput, StepStats
 from batching.params import ParamError, SamplingParams
 from batching.runner import ModelRunner
 from batching.sampler import Sampler
@@ -128,7 +128,10 @@ class Engine:
             return self.scheduler.take_outputs()
         if not (self.config.prompts_first and planned.decode and planned.completes_prompt):
             return self._run(planned, start)[0]
-        outputs, ran = self._run(self.scheduler.prompts_only(planned), start)
+        prompts = self.scheduler.prompts_only(planned)
+        if not self._split_is_free(planned, prompts):
+            return self._run(planned, start)[0]
+        outputs, ran = self._run(prompts, start)
         if ran is None or ran.decode:  # failed, or the KV cache was full and all of it ran
             return outputs
         if emit is not None:
@@ -139,6 +142,27 @@ class Engine:
         if decodes.is_empty:  # the new sequences all ended on their first token
             return outputs + self.scheduler.take_outputs()
         return outputs + self._run(decodes, start)[0]
+
+    def _split_is_free(self, planned: SchedulerOutput, prompts: SchedulerOutput) -> bool:
+        """The prompts' call and the decodes' call make no more passes over the weights than
+        the whole step would: not so with a unified KV cache (llama.cpp packs prompt and
+        decode tokens into the same ubatches) or a prompt with one token left to compute
+        (it rides in the decode tokens' pass). The decodes' call has one token for every
+        entry of the step but the unfinished prompt chunks: a finished prompt decodes there."""
+        decodes = [
+            (slot, 1)
+            for (slot, _), e in zip(planned.runs(), planned.entries, strict=True)
+            if not isinstance(e, PrefillChunk) or e.end == e.seq.num_prompt_tokens
+        ]
+        whole = self._ubatches(planned.runs())
+        return self._ubatches(prompts.runs()) + self._ubatches(decodes) <= whole
+
+    def _ubatches(self, runs: list[tuple[int, int]]) -> int:
+        return count_ubatches(
+            runs,
+            min(self.config.n_ubatch, self.config.n_batch),
+            sequential=not self.config.kv_unified,
+        )
 
     def _run(
         self, planned: SchedulerOutput, start: float
@@ -170,11 +194,7 @@ class Engine:
                     decode_s=decoded - scheduled,
                     sample_s=sampled - decoded,
                     update_s=end - sampled,
-                    num_ubatches=count_ubatches(
-                        out.runs(),
-                        min(self.config.n_ubatch, self.config.n_batch),
-                        sequential=not self.config.kv_unified,
-                    ),
+                    num_ubatches=self._ubatches(out.runs()),
                 )
             )
         return outputs, out

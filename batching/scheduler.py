@@ -19,10 +19,11 @@ from batching.slots import SlotTable
 
 KV_FULL_ERROR = "the KV cache is full: the request was stopped to let the others finish"
 MAX_FILLED_GAP = 16  # idle slots between busy ones filled with a throwaway token, at most
-# Shortest prompt first, with aging: a waiting prompt counts as this many tokens shorter for
-# every second it has waited, so a long prompt overtaken by short ones still gets its turn
-# (1,000-token prompts go ahead of fresh 64-token ones after under a second).
+# Shortest prompt first, with aging: a waiting request ranks by its arrival time plus one
+# second per AGING_TOKENS_PER_S prompt tokens it has to compute, at most MAX_HOLD_S, so a
+# long prompt is overtaken only by requests that arrived less than that much later.
 AGING_TOKENS_PER_S = 1000.0
+MAX_HOLD_S = 2.0
 
 
 class Scheduler:
@@ -99,13 +100,14 @@ class Scheduler:
         shortest prompt first (below). A request whose choices do not all find a slot waits:
         nobody overtakes it.
 
-        NOTE: the waiting queue is served shortest prompt first, each prompt counted 1,000
-        tokens shorter per second it has waited (`shortest_first=False`: arrival order). A
-        burst of prompts is then prefilled in the order that makes the sum of its waits the
-        smallest, and a long prompt still gets its turn within about a second of a short one.
-        The policy simulator put it ahead of arrival order on the mixed-length closed loop
-        (TTFT p50 170 -> 146 ms, p90 -26%, throughput +2%) and on long-tailed lengths (p90
-        -42%, p50 equal); equal-length traffic is unchanged. On the H200, with prompts first
+        NOTE: the waiting queue is served shortest prompt first, with aging: a request ranks
+        by its arrival time plus 1 ms per prompt token it has to compute (cached prefix
+        tokens excluded), at most 2 s (`shortest_first=False`: arrival order). A burst of
+        prompts is then prefilled in the order that makes the sum of its waits the smallest,
+        and a prompt is passed only by requests that arrived less than 2 s after it. The
+        policy simulator put it ahead of arrival order on the mixed-length closed loop (TTFT
+        p50 170 -> 146 ms, p90 -26%, throughput +2%) and on long-tailed lengths (p90 -42%, p50
+        equal); equal-length traffic is unchanged. On the H200, with prompts first
         (Engine.step), the mixed TTFT p50 went from 197 to 181 ms (BENCHMARKS.md, run 9).
 
         NOTE: the batch is laid out in slot-id order, and free slots are handed out lowest id
@@ -215,18 +217,15 @@ class Scheduler:
         return busy + group[0].num_prompt_tokens + len(self.running) < self.n_ctx
 
     def _order_waiting(self) -> None:
-        """Shortest prompt first, each counted shorter by AGING_TOKENS_PER_S per second waited
-        (a stable sort: equal keys keep their arrival order)."""
+        """Shortest prompt first, aged (AGING_TOKENS_PER_S, MAX_HOLD_S); the length is what
+        is left to compute, so a follow-up turn whose history a free slot holds ranks by its
+        new tokens (a stable sort: equal keys keep their arrival order)."""
         if len(self.waiting) > 1:
-            now = self.clock()
-            self.waiting = deque(
-                sorted(
-                    self.waiting,
-                    key=lambda g: (
-                        g[0].num_prompt_tokens - AGING_TOKENS_PER_S * (now - g[0].arrival_time)
-                    ),
-                )
-            )
+            self.waiting = deque(sorted(self.waiting, key=self._rank))
+
+    def _rank(self, group: list[Sequence]) -> float:
+        hold = min(self._to_compute(group) / AGING_TOKENS_PER_S, MAX_HOLD_S)
+        return group[0].arrival_time + hold
 
     def _to_compute(self, group: list[Sequence]) -> int:
         """Prompt tokens a waiting request would compute: those no free slot holds yet."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from batching.async_engine import AsyncEngine
 from batching.config import EngineConfig
 from batching.engine import Engine
-from batching.outputs import SchedulerOutput, StepStats
+from batching.outputs import SchedulerOutput, StepOutput, StepStats
 from batching.params import SamplingParams
 from batching.runner import LlamaRunner
 
@@ -93,9 +93,10 @@ SAMPLINGS = {
 
 def closed_loop(engine: Engine, n: int, n_steps: int, shape: str, tag: str) -> dict[str, float]:
     """A closed loop of n clients, each sending its next request the moment the last ends:
-    engine throughput and time to first token (no HTTP), and the step time by how many
-    ubatches a step took. `shape` "mixed": prompts 64-1000 and answers 16-256 tokens
-    (uniform); "fixed": 256 and 128."""
+    engine throughput and time to first token (no HTTP), and the time of each llama_decode
+    (with its sampling) by how many ubatches it took; a step that finishes prompts while
+    others decode makes two (Engine.step), so "step" below means one call. `shape` "mixed":
+    prompts 64-1000 and answers 16-256 tokens (uniform); "fixed": 256 and 128."""
     rng = random.Random(7)
     stats: list[StepStats] = []
     engine.observer = stats.append
@@ -118,22 +119,27 @@ def closed_loop(engine: Engine, n: int, n_steps: int, shape: str, tag: str) -> d
     for _ in range(n):
         send()
     warm = n_steps // 5  # past the first wave of prompts
-    start = 0.0
-    for i in range(n_steps):
-        if i == warm:
-            start, tokens, ttft = time.perf_counter(), 0, []
-        for out in engine.step():
+    start, first_stat = 0.0, 0
+
+    def take(outs: list[StepOutput]) -> None:  # also the prompts' early first tokens
+        nonlocal tokens
+        for out in outs:
             tokens += len(out.token_ids)
             if out.num_output_tokens == 1 and out.token_ids:
                 ttft.append(time.perf_counter() - sent[out.request_id])
             if out.finish_reason is not None:
                 send()
+
+    for i in range(n_steps):
+        if i == warm:
+            start, tokens, ttft[:], first_stat = time.perf_counter(), 0, [], len(stats)
+        take(engine.step(emit=take))
     wall = time.perf_counter() - start
+    steady = stats[first_stat:]  # one per llama_decode: a step may make two (Engine.step)
     for seq in list(engine.scheduler.running):
         engine.abort(seq.request_id)
     while engine.has_work:
         engine.step()
-    steady = stats[warm:n_steps]
     by_ubatches: dict[int, list[StepStats]] = defaultdict(list)
     for st in steady:
         by_ubatches[st.num_ubatches].append(st)

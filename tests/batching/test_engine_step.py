@@ -3,7 +3,10 @@ prompt in a llama_decode of its own, hands its first token out, then runs the de
 
 from __future__ import annotations
 
-from fake_runner import FakeRunner
+import random
+
+import pytest
+from fake_runner import Batch, FakeRunner
 
 from batching.outputs import StepOutput
 from batching.params import SamplingParams
@@ -80,3 +83,80 @@ def test_a_new_sequence_that_ends_on_its_first_token_leaves_the_decodes_alone() 
     outs = engine.step()
     assert _composition(runner)[-2:] == [(0, 12), (1, 0)]
     assert [(o.request_id, o.finish_reason) for o in outs] == [("one", "length"), ("old", None)]
+
+
+def _steps(
+    n_cells: int | None, seed: int, split_prompts: bool = False
+) -> tuple[FakeRunner, list[list[Batch]]]:
+    """A stream of requests of mixed lengths, some ending early (idle slots between busy
+    ones); the batches each step() ran."""
+    rng = random.Random(seed)
+    runner = FakeRunner(n_ctx=512, n_slots=8, n_cells=n_cells, n_ubatch=16)
+    engine, _ = _engine(
+        runner, n_slots=8, n_ctx=512 * 8, n_batch=48, n_ubatch=16, split_prompts=split_prompts
+    )
+    steps: list[list[Batch]] = []
+    for i in range(40):
+        length, answer = rng.randint(3, 90), rng.choice([1, 2, 30])
+        params = SamplingParams(temperature=0.0, max_tokens=answer, ignore_eos=True)
+        _add(engine, f"r{i}", _prompt(i, length), params)
+        for _ in range(rng.randint(0, 3)):
+            before = len(runner.batches)
+            engine.step()
+            steps.append(runner.batches[before:])
+    while engine.has_work:
+        before = len(runner.batches)
+        engine.step()
+        steps.append(runner.batches[before:])
+    return runner, steps
+
+
+@pytest.mark.parametrize("split_prompts", [False, True])  # True: a prompt can stay unfinished
+@pytest.mark.parametrize("n_cells", [None, 160])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_split_step_runs_prompts_without_fillers_then_decodes_without_prompts(
+    n_cells: int | None, seed: int, split_prompts: bool
+) -> None:
+    runner, steps = _steps(n_cells, seed, split_prompts)
+    split = [s for s in steps if len(s) == 2]
+    assert split, "no step was split"
+    for batches in steps:
+        assert len(batches) <= 2
+        for batch in batches[:-1]:  # once a batch with decode tokens ran, the step is over
+            assert batch.num_decode == 0
+    for prompts, decodes in split:
+        assert len(prompts.tokens) == prompts.num_prefill  # no filler among the prompts
+        assert decodes.num_prefill == 0 and decodes.num_decode > 0
+    if n_cells is not None:
+        assert runner.num_full > 0  # the KV cache did fill up, and the step still held
+
+
+def test_two_prompts_around_a_decoding_slot_get_no_filler_between_them() -> None:
+    engine, runner = _engine(n_slots=4, n_batch=64, shortest_first=False)
+    for i, answer in enumerate([30, 1, 30, 1]):  # r1 and r3 end on their first token
+        _add(engine, f"r{i}", _prompt(10 * i, 6), SamplingParams(max_tokens=answer, seed=i))
+    engine.step()
+    engine.step()  # r0 and r2 decode, slot 1 filled between them
+    _add(engine, "p4", _prompt(40, 6), LONG)
+    _add(engine, "p5", _prompt(50, 6), LONG)
+    engine.step()  # p4 and p5 take slots 1 and 3, around r2 in slot 2
+    prompts, decodes = runner.batches[-2:]
+    assert sorted({slot for slot, _, _ in prompts.tokens}) == [1, 3]
+    assert len(prompts.tokens) == prompts.num_prefill  # no filler in slot 2
+    assert decodes.num_decode == 4 and runner.ubatches[-1] == 1
+
+
+def test_no_split_where_it_would_cost_a_pass_a_unified_cache_or_a_cached_prompt() -> None:
+    # one KV pool: llama.cpp packs prompt and decode tokens into the same ubatches
+    _, order, runner = _start_one_and_add_another(kv_unified=True)
+    assert _composition(runner) == [(0, 6), (1, 12)]
+    assert order == ["return:old", "return:new"]  # nothing handed out early
+    # the same prompt again: one token left to compute, riding in the decode tokens' pass
+    engine, runner = _engine(n_slots=4, n_batch=32)
+    prompt = _prompt(20, 12)
+    _add(engine, "old", _prompt(0, 6), LONG)
+    _add(engine, "first", prompt, SamplingParams(temperature=0.0, max_tokens=1))
+    engine.step()
+    _add(engine, "again", prompt, LONG)
+    engine.step()
+    assert _composition(runner)[-1] == (1, 1) and runner.ubatches[-1] == 1

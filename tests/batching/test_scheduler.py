@@ -113,8 +113,9 @@ def test_more_requests_than_slots_all_finish_with_their_own_tokens() -> None:
     assert all(len({s for s, _, _ in b.tokens}) <= 2 for b in runner.batches)
 
 
-def test_requests_are_admitted_in_fifo_order() -> None:
-    engine, _ = _engine(n_slots=2, n_batch=64)
+@pytest.mark.parametrize("shortest_first", [False, True])  # equal lengths: arrival order
+def test_requests_are_admitted_in_fifo_order(shortest_first: bool) -> None:
+    engine, _ = _engine(n_slots=2, n_batch=64, shortest_first=shortest_first)
     for i in range(5):
         _add(engine, f"r{i}", _prompt(i, 6), SamplingParams(temperature=0.0, max_tokens=2 + i))
     first_output: list[str] = []

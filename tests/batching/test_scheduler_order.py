@@ -9,7 +9,7 @@ from fake_runner import FakeRunner
 from batching.config import EngineConfig
 from batching.engine import Engine
 from batching.params import SamplingParams
-from batching.scheduler import AGING_TOKENS_PER_S
+from batching.scheduler import AGING_TOKENS_PER_S, MAX_HOLD_S
 from tests.batching.test_scheduler import _add, _prompt
 
 ONE = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
@@ -79,3 +79,24 @@ def test_the_queue_time_is_measured_on_the_engine_clock() -> None:
     clock.now = 2.5
     outs = engine.step()
     assert [(o.request_id, o.queue_s) for o in outs if o.queue_s is not None] == [("second", 2.5)]
+
+
+def test_a_follow_up_whose_history_is_cached_ranks_by_its_new_tokens() -> None:
+    engine = _engine(Clock())
+    history = _prompt(0, 60)
+    _add(engine, "turn1", history, ONE)
+    engine.step()  # its 60 tokens stay in the slot's cells
+    _add(engine, "fresh", _prompt(30, 20), ONE)  # 20 tokens to compute
+    _add(engine, "turn2", [*history, 7, 8, 9], ONE)  # 63 tokens, 3 or 4 to compute
+    assert _admitted(engine) == ["turn2", "fresh"]
+    # turn2 computed only its new tokens (all 63 and then fresh's 20 if fresh had gone first)
+    assert engine.runner.num_prefill_tokens <= 60 + 4 + 20  # type: ignore[attr-defined]
+
+
+def test_a_request_is_passed_only_by_those_that_arrived_within_max_hold() -> None:
+    clock = Clock()
+    engine = _engine(clock)
+    _add(engine, "huge", _prompt(0, 200), ONE)  # 200 tokens: more than MAX_HOLD_S is worth
+    clock.now = MAX_HOLD_S + 0.01
+    _add(engine, "late", _prompt(9, 5), ONE)
+    assert _admitted(engine) == ["huge", "late"]
