@@ -31,6 +31,9 @@ class EngineConfig:
     # The waiting request with the shortest prompt is admitted first, aged by its wait
     # (Scheduler.schedule says why); False admits in arrival order.
     shortest_first: bool = True
+    # A step's outputs go to the event loop when the next llama_decode has started, so that
+    # turning them into SSE events overlaps the GPU's work (Engine.step says why).
+    overlap_output: bool = True
     # One pool of cells for all slots lets a long request borrow room from short ones, but
     # llama.cpp's attention over the shared pool is slower: on an H200 with 64 sequences of a 7B
     # model a decode step took 28 ms unified against 16 ms with a stream per sequence.

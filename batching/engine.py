@@ -64,10 +64,11 @@ class Engine:
         )
         self.observer = observer
         self.sampler = Sampler(config.sampler_threads)
+        self._held: list[StepOutput] = []  # outputs for `emit` when the next decode starts
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work
+        return self.scheduler.has_work or bool(self._held)
 
     def new_sequences(
         self,
@@ -110,38 +111,61 @@ class Engine:
         self.scheduler.abort(request_id)
 
     def step(self, emit: Emit | None = None) -> list[StepOutput]:
-        """Schedule, run llama_decode over the batch, sample every row, update.
+        """Schedule, run llama_decode over the batch, sample every row, update; the outputs
+        to hand out now.
+
+        NOTE: with `emit`, a step's outputs are held and handed to `emit` just after the next
+        llama_decode starts (or returned at once when no step follows; `overlap_output=False`
+        returns them at once). The event loop then
+        turns them into SSE events while the GPU computes, instead of holding the GIL just
+        when this thread needs it to plan and start that decode: CPython gives the GIL back
+        to a thread that waits for it only when the holder blocks or after the switch
+        interval (5 ms), and an event loop busy with 64 streams blocks rarely.
 
         NOTE: a step that completes a prompt while others decode runs as two llama_decode
-        calls, the prompt chunks first: the new sequences' first tokens are sampled and handed
-        to `emit` before the decode tokens' pass runs, and the new sequences then decode their
-        second token in that pass. In one call a first token waits for the whole batch,
-        decode pass included (about 16-27 ms of a 7B model's step on the H200 with 64 streams).
-        llama.cpp cuts prompt chunks and decode tokens into separate passes over the weights
-        anyway, so the split adds one synchronisation, not a pass. `prompts_first=False`
-        keeps one call.
+        calls, the prompt chunks first: the new sequences' first tokens go out as the decode
+        tokens' pass starts, instead of after it, and the new sequences decode their second
+        token in that pass. In one call a first token waits for the whole batch, decode pass
+        included (about 16-27 ms of a 7B model's step on the H200 with 64 streams). A step is
+        split only where llama.cpp cuts it into as many passes over the weights either way
+        (`_split_is_free`); `prompts_first=False` keeps one call.
         """
+        outputs = self._step(emit)
+        if emit is None or not self.config.overlap_output:
+            return outputs
+        self._held += outputs
+        # held only while something runs: its next decode hands them out
+        return [] if self.scheduler.running else self._take_held()
+
+    def _step(self, emit: Emit | None) -> list[StepOutput]:
         start = time.perf_counter()
         planned = self.scheduler.schedule()
         if planned.is_empty:
             self.runner.apply_kv_ops(planned.kv_ops)  # fork copies queued by the last step
-            return self.scheduler.take_outputs()
+            return self._take_held() + self.scheduler.take_outputs()
         if not (self.config.prompts_first and planned.decode and planned.completes_prompt):
-            return self._run(planned, start)[0]
+            return self._run(planned, start, emit)[0]
         prompts = self.scheduler.prompts_only(planned)
         if not self._split_is_free(planned, prompts):
-            return self._run(planned, start)[0]
-        outputs, ran = self._run(prompts, start)
+            return self._run(planned, start, emit)[0]
+        outputs, ran = self._run(prompts, start, emit)
         if ran is None or ran.decode:  # failed, or the KV cache was full and all of it ran
             return outputs
-        if emit is not None:
+        if emit is not None and self.config.overlap_output:
+            self._held += outputs
+            outputs = []
+        elif emit is not None:
             emit(outputs)
             outputs = []
         start = time.perf_counter()
         decodes = self.scheduler.schedule(admit=False, prompts=False)
         if decodes.is_empty:  # the new sequences all ended on their first token
-            return outputs + self.scheduler.take_outputs()
-        return outputs + self._run(decodes, start)[0]
+            return self._take_held() + outputs + self.scheduler.take_outputs()
+        return outputs + self._run(decodes, start, emit)[0]
+
+    def _take_held(self) -> list[StepOutput]:
+        held, self._held = self._held, []
+        return held
 
     def _split_is_free(self, planned: SchedulerOutput, prompts: SchedulerOutput) -> bool:
         """The prompts' call and the decodes' call make no more passes over the weights than
@@ -165,17 +189,20 @@ class Engine:
         )
 
     def _run(
-        self, planned: SchedulerOutput, start: float
+        self, planned: SchedulerOutput, start: float, emit: Emit | None
     ) -> tuple[list[StepOutput], SchedulerOutput | None]:
         """One llama_decode, sampling and update; the outputs and the plan that ran (None if
-        the decode failed)."""
+        the decode failed). The held outputs go to `emit` while the GPU computes."""
         scheduled = time.perf_counter()
         out = self._forward(planned)
-        decoded = time.perf_counter()
         if out is None:
-            return self.scheduler.take_outputs(), None
+            return self._take_held() + self.scheduler.take_outputs(), None
+        if emit is not None and self._held:
+            emit(self._take_held())
+        logits = self.runner.logits()  # waits for the decode
+        decoded = time.perf_counter()
         tokens, logprobs = self.sampler.sample(
-            self.runner.logits(),
+            logits,
             out.sample_rows,
             [s.sampling for s in out.sample_seqs],
             self.runner.pieces,

@@ -43,7 +43,7 @@ class ModelRunner(Protocol):
     def apply_kv_ops(self, ops: list[KvOp]) -> None: ...
     def clear_slot(self, slot_id: int) -> None: ...
     def forward(self, out: SchedulerOutput) -> int: ...
-    def logits(self) -> Logits: ...
+    def logits(self) -> Logits: ...  # waits for the decode forward() started
     def make_grammar(self, gbnf: str) -> Grammar: ...
     def close(self) -> None: ...
 
@@ -207,6 +207,7 @@ class LlamaRunner:
         self._batch = _Batch(config.n_batch)
         self._grammars = _ParsedGrammars(self._vocab)
         self._rows = 0
+        self._pending = False  # a decode started and not yet waited for
         self.info = self._model_info(path, config)
 
     @staticmethod
@@ -278,6 +279,7 @@ class LlamaRunner:
         return list(buf[:n])
 
     def apply_kv_ops(self, ops: list[KvOp]) -> None:
+        self._finish_decode()
         for op in ops:
             if op.kind == "rm":
                 if not llama_cpp.llama_memory_seq_rm(self._mem, op.dst, op.pos, -1):
@@ -290,6 +292,7 @@ class LlamaRunner:
                 llama_cpp.llama_memory_seq_cp(self._mem, op.src, op.dst, p0, p1)
 
     def clear_slot(self, slot_id: int) -> None:
+        self._finish_decode()
         llama_cpp.llama_memory_seq_rm(self._mem, slot_id, -1, -1)
 
     def slot_length(self, slot_id: int) -> int:
@@ -297,13 +300,22 @@ class LlamaRunner:
         return int(llama_cpp.llama_memory_seq_pos_max(self._mem, slot_id)) + 1
 
     def forward(self, out: SchedulerOutput) -> int:
-        """One llama_decode over the whole step; llama.cpp's return code (1 = no KV room)."""
+        """Start one llama_decode over the whole step; llama.cpp's return code (1 = no KV
+        room). With a GPU the work goes on after this returns: logits() waits for it."""
         self._rows = self._batch.fill(out, self._filler_pos)
+        self._pending = True
         rc = int(llama_cpp.llama_decode(self._ctx, self._batch.struct))
-        llama_cpp.llama_synchronize(self._ctx)  # the logits are read next; time the GPU here
-        for slot_id, pos in self._batch.fillers:  # the throwaway cells go at once
-            llama_cpp.llama_memory_seq_rm(self._mem, slot_id, pos, -1)
+        if rc != 0:
+            self._finish_decode()
         return rc
+
+    def _finish_decode(self) -> None:
+        """Wait for the decode forward() started; its throwaway filler cells go then."""
+        if self._pending:
+            self._pending = False
+            llama_cpp.llama_synchronize(self._ctx)
+            for slot_id, pos in self._batch.fillers:
+                llama_cpp.llama_memory_seq_rm(self._mem, slot_id, pos, -1)
 
     def _filler_pos(self, slot_id: int) -> int | None:
         """The next position of a slot's stream, or None when it has no cell to spare."""
@@ -311,7 +323,9 @@ class LlamaRunner:
         return pos if pos < self.n_ctx_seq - 1 else None
 
     def logits(self) -> Logits:
-        """The last decode's logits rows, in batch order, as a view (valid until next decode)."""
+        """The last decode's logits rows, in batch order, as a view (valid until next decode);
+        waits for the decode to finish."""
+        self._finish_decode()
         ptr = llama_cpp.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(ptr, shape=(self._rows, self.n_vocab))
 
@@ -322,6 +336,7 @@ class LlamaRunner:
     def close(self) -> None:
         self._grammars.close()
         if self._ctx:
+            self._finish_decode()
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
         if self._model:

@@ -13,6 +13,9 @@
 #                             mixed and long-tailed lengths at the same Poisson rates (3 and 5
 #                             requests/s) for the gateway and llama-server: TTFT at equal load
 #                                                                                          (<= 5 min)
+#   PROFILE=ceiling BENCH_DEADLINE=120 SERVE_NEED=40 GATEWAY_ARGS=... GATEWAY_B_ARGS=... gpu.sh bench
+#                             c64 for two gateways (A on GPU 0, B on GPU 1 after
+#                             llama-batched-bench -npl 64, the ceiling)                   (<= 3 min)
 #   PROFILE=quick BENCH_DEADLINE=330 benchmarks/gpu.sh bench
 #                             the rows that matter most (greedy and sampled chat, mixed and
 #                             long-tailed lengths), batch invariance, the step profile     (<= 5.5 min)
@@ -281,6 +284,7 @@ workloads() {
     return 0
   fi
   bench "$s" "$p" c64 100 "${c64[@]}" --seed 13
+  [[ $profile == ceiling ]] && return 0
   [[ $profile == quick ]] && bench "$s" "$p" chat-c64-t0 100 "${chat[@]}" "${c64[@]}" --seed 21
   bench "$s" "$p" chat-c64-t0.7-p0.9 100 "${chat[@]}" "${c64[@]}" --temperature 0.7 --top-p 0.9 --seed 21
   bench "$s" "$p" mixed-c64 120 --workload mixed --prompt-len-range 64 1000 --output-len-range 16 256 \
@@ -311,7 +315,7 @@ workloads() {
 batched_bench() { # batched_bench NAME EXTRA...: llama.cpp's own batched decode, no HTTP
   local name=$1
   shift
-  if (($(left) < 240)); then echo "$name (no time left)" >>"$RESULTS/skipped.txt"; return 0; fi
+  if (($(left) < ${BATCHED_BENCH_NEED:-240})); then echo "$name (no time left)" >>"$RESULTS/skipped.txt"; return 0; fi
   QUIET_TAIL=0 quiet_step "$name" 90 "$RESULTS/$name.txt" "$BIN/llama-batched-bench" -m "$MODEL" -c 40960 -b 2048 \
     -ub 512 -ngl 99 -fa on -npp 256 -ntg 128 -npl 1,8,16,32,64 "$@"
   grep '^|' "$RESULTS/$name.txt"
@@ -320,7 +324,7 @@ batched_bench() { # batched_bench NAME EXTRA...: llama.cpp's own batched decode,
 serve_and_bench() { # serve_and_bench NAME PORT PROFILE CMD...
   local name=$1 port=$2 profile=$3
   shift 3
-  if (($(left) < RESERVE + 90)); then
+  if (($(left) < RESERVE + ${SERVE_NEED:-90})); then
     log "SKIP $name (no time left)"; echo "$name (all workloads: no time left)" >>"$RESULTS/skipped.txt"; return 0
   fi
   if start_server "$name" "$port" "$@"; then
@@ -355,7 +359,7 @@ ours_lane() { # step profile, then our gateway over every workload
     [[ -n ${SWEEP_BATCHES:-} ]] && step step-profile 240 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
       --ctx-size "$CTX" --n-gpu-layers 99 --threads 0 --sampler-threads 4,8 --mixed-steps 200 \
       --batches "$SWEEP_BATCHES" --out "$OUT/step_profile.json"
-  elif [[ $PROFILE == rate ]]; then
+  elif [[ $PROFILE == rate || $PROFILE == ceiling ]]; then
     : # the HTTP rows only
   elif [[ $PROFILE == quick ]]; then
     step invariance 90 python3 "$REPO/benchmarks/invariance.py" --model "$MODEL" --out "$OUT/invariance.json"
@@ -367,13 +371,19 @@ ours_lane() { # step profile, then our gateway over every workload
       --ctx-size "$CTX" --n-gpu-layers 99 --threads 4,16 --sampler-threads 4 --mixed-steps 300 \
       --out "$OUT/step_profile.json"
   fi
-  [[ $PROFILE == rate ]] || step sampler-bench-4 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
-  [[ $PROFILE == rate ]] || step sampler-bench-8 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 8
+  [[ $PROFILE == rate || $PROFILE == ceiling ]] || step sampler-bench-4 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
+  [[ $PROFILE == rate || $PROFILE == ceiling ]] || step sampler-bench-8 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 8
   serve_and_bench gateway 8001 "${PROFILE/ab/quick}" python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${GATEWAY_EXTRA[@]}"
 }
 
 reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the other batch size
+  if [[ $PROFILE == ceiling ]]; then # the ceiling, then our gateway with the B flags: c64 only
+    BATCHED_BENCH_NEED=60 batched_bench batched-bench -npl 64
+    serve_and_bench gateway-b 8003 ceiling python3 -m gateway serve --model "$MODEL" --slots 64 \
+      --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 "${GATEWAY_B_EXTRA[@]}"
+    return 0
+  fi
   [[ $PROFILE == quick || $PROFILE == rate ]] || batched_bench batched-bench
   serve_and_bench llama-server-np64 8002 "${PROFILE/ab/quick}" "$BIN/llama-server" -m "$MODEL" -np 64 \
     -c "$CTX" "${LLAMA_SERVER_FLAGS[@]}" --port 8002

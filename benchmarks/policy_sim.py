@@ -91,9 +91,11 @@ class Sim:
         self.sent = 0
         self.timed = 0  # forward calls already on the clock
 
-    def advance(self) -> None:
-        """Move the clock over the llama_decode calls made since the last advance."""
-        for batch in self.runner.batches[self.timed :]:
+    def advance(self, upto: int | None = None) -> None:
+        """Move the clock over the llama_decode calls made since the last advance (up to
+        call number `upto`)."""
+        upto = len(self.runner.batches) if upto is None else upto
+        for batch in self.runner.batches[self.timed : upto]:
             runs: list[tuple[int, int]] = []
             for slot, _, _ in batch.tokens:
                 if runs and runs[-1][0] == slot:
@@ -103,7 +105,7 @@ class Sim:
             sizes = ubatch_sizes(runs, self.n_ubatch, sequential=True)
             max_kv = max(pos for _, pos, _ in batch.tokens) + 1
             self.now += (sum(ubatch_ms(n) for n in sizes) + 1.5 + kv_ms(len(runs), max_kv)) / 1000
-        self.timed = len(self.runner.batches)
+        self.timed = max(self.timed, upto)
 
     def phase(self, total: int) -> tuple[list[float], int, float]:
         """Run `total` requests in a closed loop of 64; TTFTs, output tokens and wall time."""
@@ -123,9 +125,10 @@ class Sim:
             params = SamplingParams(temperature=0.0, max_tokens=n_out, ignore_eos=True)
             self.engine.add(self.engine.new_sequences(rid, prompt, params))
 
-        def record(outs: list[StepOutput]) -> None:
+        def record(outs: list[StepOutput], started: bool = False) -> None:
+            """`started`: handed out as a decode starts, so before that decode's time."""
             nonlocal tokens, done
-            self.advance()
+            self.advance(len(self.runner.batches) - 1 if started else None)
             for out in outs:
                 if out.token_ids and out.request_id not in first:
                     first[out.request_id] = self.now - sent_at[out.request_id]
@@ -145,7 +148,7 @@ class Sim:
             if not self.engine.has_work:
                 self.now = min(arrivals)
                 continue
-            record(self.engine.step(emit=record))
+            record(self.engine.step(emit=lambda outs: record(outs, started=True)))
         return ttft, tokens, self.now - start
 
 

@@ -142,6 +142,15 @@ class Settings:
             "0|1",
         ),
     )
+    overlap_output: bool = field(
+        default=True,
+        metadata=_meta(
+            _flag,
+            "hand a step's tokens to the HTTP side once the next llama_decode has started, so"
+            " streaming them overlaps the GPU's work (0: at once)",
+            "0|1",
+        ),
+    )
     ubatch_size: int = field(
         default=0,
         metadata=_meta(
@@ -299,6 +308,7 @@ class Settings:
             split_prompts=self.split_prompts,
             prompts_first=self.prompts_first,
             shortest_first=self.shortest_first,
+            overlap_output=self.overlap_output,
         )
 
     def _sampler_threads(self) -> int:

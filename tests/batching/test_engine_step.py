@@ -15,7 +15,9 @@ from tests.batching.test_scheduler import _add, _composition, _drive, _engine, _
 LONG = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
 
 
-def _start_one_and_add_another(**config: object) -> tuple[list[StepOutput], list[str], FakeRunner]:
+def _start_one_and_add_another(**config: object) -> tuple[list[str], FakeRunner]:
+    """ "old" decodes, "new" arrives; two steps with an emit that notes how many decodes had
+    started when each output went out (@n), and what step() returned (ret)."""
     engine, runner = _engine(n_slots=4, n_batch=32, **config)
     _add(engine, "old", _prompt(0, 6), LONG)
     engine.step()  # old's prompt: it decodes from now on
@@ -23,24 +25,46 @@ def _start_one_and_add_another(**config: object) -> tuple[list[StepOutput], list
     order: list[str] = []
 
     def emit(outs: list[StepOutput]) -> None:
-        order.extend(f"emit:{o.request_id}" for o in outs)
+        order.extend(f"{o.request_id}@{len(runner.batches)}" for o in outs)
 
-    outs = engine.step(emit=emit)
-    order.extend(f"return:{o.request_id}" for o in outs)
-    return outs, order, runner
+    for _ in range(2):
+        order.extend(f"{o.request_id} ret" for o in engine.step(emit=emit))
+    return order, runner
 
 
 def test_a_finishing_prompt_runs_before_the_decodes_and_its_first_token_goes_out_first() -> None:
-    _, order, runner = _start_one_and_add_another()
+    order, runner = _start_one_and_add_another()
     # the prompt alone, then both sequences decode: the new one its second token already
-    assert _composition(runner) == [(0, 6), (0, 12), (2, 0)]
-    assert order == ["emit:new", "return:old", "return:new"]
+    assert _composition(runner) == [(0, 6), (0, 12), (2, 0), (2, 0)]
+    # new's first token goes out as the decode pass (the 3rd call) starts; that pass's
+    # tokens as the next one starts
+    assert order == ["new@3", "old@4", "new@4"]
 
 
 def test_prompts_first_off_runs_the_step_in_one_call() -> None:
-    _, order, runner = _start_one_and_add_another(prompts_first=False)
-    assert _composition(runner) == [(0, 6), (1, 12)]
-    assert order == ["return:old", "return:new"]
+    order, runner = _start_one_and_add_another(prompts_first=False)
+    assert _composition(runner) == [(0, 6), (1, 12), (2, 0)]
+    assert order == ["old@3", "new@3"]
+
+
+def test_overlap_output_off_hands_every_output_out_at_once() -> None:
+    order, _ = _start_one_and_add_another(overlap_output=False)
+    assert order == ["new@2", "old ret", "new ret", "old ret", "new ret"]
+
+
+def test_held_outputs_go_out_at_once_when_nothing_runs_any_more() -> None:
+    engine, runner = _engine(n_slots=4, n_batch=32)
+    _add(engine, "a", _prompt(0, 6), SamplingParams(temperature=0.0, max_tokens=3))
+    emitted: list[tuple[int, int]] = []
+    returned: list[tuple[int, int]] = []
+    while engine.has_work:
+        outs = engine.step(
+            emit=lambda o: emitted.extend((len(runner.batches), x.num_output_tokens) for x in o)
+        )
+        returned.extend((len(runner.batches), x.num_output_tokens) for x in outs)
+    # tokens 1 and 2 go out as the next decode starts; the last when the request ends
+    assert emitted == [(2, 1), (3, 2)] and returned == [(3, 3)]
+    assert not engine.has_work
 
 
 def test_without_emit_the_step_returns_both_calls_outputs() -> None:
@@ -148,9 +172,9 @@ def test_two_prompts_around_a_decoding_slot_get_no_filler_between_them() -> None
 
 def test_no_split_where_it_would_cost_a_pass_a_unified_cache_or_a_cached_prompt() -> None:
     # one KV pool: llama.cpp packs prompt and decode tokens into the same ubatches
-    _, order, runner = _start_one_and_add_another(kv_unified=True)
-    assert _composition(runner) == [(0, 6), (1, 12)]
-    assert order == ["return:old", "return:new"]  # nothing handed out early
+    order, runner = _start_one_and_add_another(kv_unified=True)
+    assert _composition(runner)[:2] == [(0, 6), (1, 12)]
+    assert order == ["old@3", "new@3"]  # nothing handed out early
     # the same prompt again: one token left to compute, riding in the decode tokens' pass
     engine, runner = _engine(n_slots=4, n_batch=32)
     prompt = _prompt(20, 12)
