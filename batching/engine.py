@@ -120,7 +120,10 @@ class Engine:
         turns them into SSE events while the GPU computes, instead of holding the GIL just
         when this thread needs it to plan and start that decode: CPython gives the GIL back
         to a thread that waits for it only when the holder blocks or after the switch
-        interval (5 ms), and an event loop busy with 64 streams blocks rarely.
+        interval (5 ms), and an event loop busy with 64 streams blocks rarely. On the H200
+        (BENCHMARKS.md, runs 11 and 12) this took a 64-stream step over HTTP from 19.6-20.1
+        to 16.4-16.7 ms (ITL p50; the engine alone: 17.3) and fixed C=64 from 79-80% to 89%
+        of llama-batched-bench's ceiling.
 
         NOTE: a step that completes a prompt while others decode runs as two llama_decode
         calls, the prompt chunks first: the new sequences' first tokens go out as the decode
