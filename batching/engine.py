@@ -116,7 +116,9 @@ class Engine:
 
         NOTE: with `emit`, a step's outputs are held and handed to `emit` just after the next
         llama_decode starts (or returned at once when no step follows; `overlap_output=False`
-        returns them at once). The event loop then
+        returns them at once). A llama_decode of several ubatches returns only when all but
+        the last have run (llama.cpp waits for the device before it copies each ubatch's
+        inputs), so before such a call the held outputs go out first instead. The event loop then
         turns them into SSE events while the GPU computes, instead of holding the GIL just
         when this thread needs it to plan and start that decode: CPython gives the GIL back
         to a thread that waits for it only when the holder blocks or after the switch
@@ -135,7 +137,7 @@ class Engine:
         """
         outputs = self._step(emit)
         if emit is None or not self.config.overlap_output:
-            return outputs
+            return self._take_held() + outputs
         self._held += outputs
         # held only while something runs: its next decode hands them out
         return [] if self.scheduler.running else self._take_held()
@@ -197,6 +199,8 @@ class Engine:
         """One llama_decode, sampling and update; the outputs and the plan that ran (None if
         the decode failed). The held outputs go to `emit` while the GPU computes."""
         scheduled = time.perf_counter()
+        if emit is not None and self._held and self._ubatches(planned.runs()) > 1:
+            emit(self._take_held())  # llama_decode returns only once all but its last pass ran
         out = self._forward(planned)
         if out is None:
             return self._take_held() + self.scheduler.take_outputs(), None

@@ -1,10 +1,11 @@
 """Serve the real gateway and engine over a simulated model, to measure the Python overhead.
 
-The simulated runner sleeps for `--step-ms` in forward() (releasing the GIL, as llama_decode
-does) and returns fixed random logits of a 32,000-token vocabulary, so everything except the
-GPU work is real: scheduling, sampling, detokenising, the asyncio hand-off, pydantic, SSE,
-uvicorn. Run a load against it with `llm-gateway bench --model sim`; a TPOT close to
---step-ms means the Python side keeps up.
+The simulated runner's decode takes `--step-ms`: forward() starts it and returns, as
+llama_decode does on a GPU, and logits() sleeps until it is done (releasing the GIL, as
+llama_synchronize does). Its logits are fixed random rows of a 32,000-token vocabulary, so
+everything except the GPU work is real: scheduling, sampling, detokenising, the asyncio
+hand-off, pydantic, SSE, uvicorn. Run a load against it with `llm-gateway bench --model
+sim`; a TPOT close to --step-ms means the Python side keeps up.
 
     python benchmarks/http_profile.py --step-ms 16 --slots 64 --port 8010
     python benchmarks/http_profile.py --step-ms 16 --engine-only   # the engine without HTTP
@@ -51,6 +52,7 @@ class SimRunner:
         self.eog_ids = frozenset({2})
         self._step_s = step_s
         self._prefill_s_per_token = 1.0 / prefill_tok_s if prefill_tok_s else 0.0
+        self._done_at = 0.0
         self._logits = np.random.default_rng(0).standard_normal((n_slots * 2, N_VOCAB))
         self._logits = self._logits.astype(np.float32)
         self._rows = 0
@@ -65,12 +67,14 @@ class SimRunner:
         pass
 
     def forward(self, out: SchedulerOutput) -> int:
+        """Start the "decode": like llama_decode on a GPU, it returns at once; logits() waits."""
         self._rows = len(out.sample_rows)
         prefill = out.num_tokens - len(out.decode)
-        time.sleep(self._step_s + self._prefill_s_per_token * prefill)
+        self._done_at = time.perf_counter() + self._step_s + self._prefill_s_per_token * prefill
         return 0
 
     def logits(self) -> Logits:
+        time.sleep(max(self._done_at - time.perf_counter(), 0.0))
         return self._logits[: self._rows]
 
     def make_grammar(self, gbnf: str) -> Grammar:
@@ -120,6 +124,10 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--engine-only", action="store_true", help="no HTTP: time the engine alone")
     ap.add_argument(
+        "--overlap-output", type=int, choices=(0, 1), default=1,
+        help="hand outputs over once the next decode has started (the server's default)",
+    )  # fmt: skip
+    ap.add_argument(
         "--switch-ms", type=float, default=None, help="GIL switch interval in ms (above 0)"
     )
     args = ap.parse_args()
@@ -132,6 +140,7 @@ def main() -> None:
         n_slots=args.slots,
         n_ctx=args.ctx_size,
         n_batch=args.batch_size,
+        overlap_output=bool(args.overlap_output),
     )
     if args.engine_only:
         engine_only(SimRunner(args.slots, args.ctx_size, args.step_ms / 1000), config)

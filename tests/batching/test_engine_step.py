@@ -8,7 +8,7 @@ import random
 import pytest
 from fake_runner import Batch, FakeRunner
 
-from batching.outputs import StepOutput
+from batching.outputs import SchedulerOutput, StepOutput
 from batching.params import SamplingParams
 from tests.batching.test_scheduler import _add, _composition, _drive, _engine, _prompt, _tokens
 
@@ -184,3 +184,83 @@ def test_no_split_where_it_would_cost_a_pass_a_unified_cache_or_a_cached_prompt(
     _add(engine, "again", prompt, LONG)
     engine.step()
     assert _composition(runner)[-1] == (1, 1) and runner.ubatches[-1] == 1
+
+
+def test_before_a_call_of_several_passes_the_held_outputs_go_out_first() -> None:
+    # n_ubatch 8: the 20-token prompt takes three passes, and llama.cpp's decode returns only
+    # when all but the last have run, so old's held token goes out before it starts
+    engine, runner = _engine(n_slots=4, n_batch=32, n_ubatch=8)
+    _add(engine, "old", _prompt(0, 6), LONG)
+    emitted: list[str] = []
+
+    def emit(outs: list[StepOutput]) -> None:
+        emitted.extend(f"{o.request_id}@{len(runner.batches)}" for o in outs)
+
+    engine.step(emit=emit)  # old's prompt (call 1); its first token is held
+    _add(engine, "new", _prompt(20, 20), LONG)
+    engine.step(emit=emit)  # new's prompt (call 2), then both decode (call 3)
+    assert emitted == ["old@1", "new@3"]
+
+
+def test_a_step_without_emit_returns_what_was_held_first() -> None:
+    engine, _ = _engine(n_slots=4, n_batch=32)
+    _add(engine, "a", _prompt(0, 6), LONG)
+    assert engine.step(emit=lambda outs: None) == []  # the first token is held
+    outs = engine.step()
+    assert [o.num_output_tokens for o in outs] == [1, 2]
+
+
+class _FailingRunner(FakeRunner):
+    """A FakeRunner whose llama_decode fails (rc -3) on the given calls."""
+
+    def __init__(self, fail_on: set[int], **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.calls, self.fail_on = 0, fail_on
+
+    def forward(self, out: SchedulerOutput) -> int:
+        self.calls += 1
+        return -3 if self.calls in self.fail_on else super().forward(out)
+
+
+def _serve(seed: int, mode: str) -> dict[tuple[str, int], list[tuple[int, ...] | str | None]]:
+    """Requests (some n=2) arriving and aborted at random over a small, sometimes full KV
+    cache whose decode fails now and then; every output by choice, as the client sees it."""
+    rng = random.Random(seed)
+    runner = _FailingRunner(
+        set(rng.sample(range(1, 200), 2)), n_ctx=128, n_slots=4, n_ubatch=16,
+        n_cells=rng.choice([None, 120]),
+    )  # fmt: skip
+    engine, _ = _engine(
+        runner, n_slots=4, n_ctx=512, n_batch=32, n_ubatch=16, overlap_output=mode == "overlap"
+    )
+    got: dict[tuple[str, int], list[StepOutput]] = {}
+
+    def take(outs: list[StepOutput]) -> None:
+        for o in outs:
+            got.setdefault((o.request_id, o.index), []).append(o)
+
+    n = 0
+    for _ in range(300):
+        if n < 12 and rng.random() < 0.3:
+            prompt = [1] + [3 + rng.randrange(60) for _ in range(rng.randrange(2, 40))]
+            params = SamplingParams(temperature=0.0, max_tokens=rng.randrange(1, 12))
+            _add(engine, f"r{n}", prompt, params, n=rng.choice([1, 1, 2]))
+            n += 1
+        if n and rng.random() < 0.05:
+            engine.abort(f"r{rng.randrange(n)}")
+        if engine.has_work:
+            take(engine.step(emit=take) if mode != "none" else engine.step())
+    while engine.has_work:
+        take(engine.step(emit=take) if mode != "none" else engine.step())
+    for outs in got.values():  # one end, the last output; the tokens in order
+        assert [o.finish_reason is not None for o in outs].count(True) == 1
+        assert outs[-1].finish_reason is not None
+        counts = [o.num_output_tokens for o in outs if o.token_ids]
+        assert counts == list(range(1, len(counts) + 1))
+    return {key: [*(tuple(o.token_ids) for o in outs), outs[-1].error] for key, outs in got.items()}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_outputs_are_the_same_however_they_are_handed_out(seed: int) -> None:
+    # no emit, held until the next decode starts, handed out at once
+    assert _serve(seed, "none") == _serve(seed, "overlap") == _serve(seed, "off")
