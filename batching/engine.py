@@ -115,17 +115,17 @@ class Engine:
         to hand out now.
 
         NOTE: with `emit`, a step's outputs are held and handed to `emit` just after the next
-        llama_decode starts (or returned at once when no step follows; `overlap_output=False`
-        returns them at once). A llama_decode of several ubatches returns only when all but
-        the last have run (llama.cpp waits for the device before it copies each ubatch's
-        inputs), so before such a call the held outputs go out first instead. The event loop then
-        turns them into SSE events while the GPU computes, instead of holding the GIL just
-        when this thread needs it to plan and start that decode: CPython gives the GIL back
-        to a thread that waits for it only when the holder blocks or after the switch
-        interval (5 ms), and an event loop busy with 64 streams blocks rarely. On the H200
-        (BENCHMARKS.md, runs 11 and 12) this took a 64-stream step over HTTP from 19.6-20.1
-        to 16.4-16.7 ms (ITL p50; the engine alone: 17.3) and fixed C=64 from 79-80% to 89%
-        of llama-batched-bench's ceiling.
+        llama_decode has started, so the event loop turns them into SSE events while the GPU
+        computes, not just when this thread needs the GIL to plan and start that decode:
+        CPython gives the GIL to a waiting thread only when the holder blocks or after the
+        switch interval (5 ms), and an event loop busy with 64 streams rarely blocks. On the
+        H200 (BENCHMARKS.md, runs 11 and 12) this took a 64-stream step over HTTP from
+        19.6-20.1 to 16.4-16.7 ms (ITL p50; the engine alone: 17.3) and fixed C=64 from 79-80%
+        to 89% of llama-batched-bench's ceiling. Before a llama_decode of several ubatches the
+        held outputs go out first instead: it returns only once all but its last ubatch have
+        run (llama.cpp waits for the device before it copies each ubatch's inputs), and they
+        would wait behind that prefill. With nothing left running they are returned at once;
+        `overlap_output=False` returns every step's outputs at once.
 
         NOTE: a step that completes a prompt while others decode runs as two llama_decode
         calls, the prompt chunks first: the new sequences' first tokens go out as the decode
