@@ -18,12 +18,29 @@ class Slot:
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
-    """Number of leading tokens two lists share."""
+    """Number of leading tokens two lists share.
+
+    Token by token for the first few (distinct prompts part there), then by halving slices
+    compared in C: a 1,000-token shared system prompt takes a few microseconds, not a
+    thousand steps of Python, which matters because the scheduler asks for every waiting
+    request against every free slot.
+    """
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    lo = 0
+    while lo < min(n, 16):
+        if a[lo] != b[lo]:
+            return lo
+        lo += 1
+    hi = n  # a[:lo] == b[:lo]; the first difference, if any, is in [lo, hi)
+    while hi - lo > 16:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    while lo < hi and a[lo] == b[lo]:
+        lo += 1
+    return lo
 
 
 class SlotTable:

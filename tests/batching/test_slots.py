@@ -13,6 +13,14 @@ def test_common_prefix_len() -> None:
     assert common_prefix_len([1, 2], [1, 2]) == 2
 
 
+@pytest.mark.parametrize("shared", [0, 5, 15, 16, 17, 31, 32, 33, 500, 999, 1000])
+def test_common_prefix_len_finds_the_first_difference_anywhere(shared: int) -> None:
+    a = list(range(1000))
+    b = a[:shared] + [-1] * 7  # the first difference at `shared`, or b ends there
+    assert common_prefix_len(a, b) == common_prefix_len(b, a) == shared
+    assert common_prefix_len(a, a[:shared]) == shared
+
+
 def test_fresh_table_hands_out_slots_in_order() -> None:
     table = SlotTable(3)
     assert [table.acquire([1, 2])[0] for _ in range(3)] == [0, 1, 2]
