@@ -65,6 +65,8 @@ class Engine:
         self.observer = observer
         self.sampler = Sampler(config.sampler_threads)
         self._held: list[StepOutput] = []  # outputs for `emit` when the next decode starts
+        # on the CPU the next decode is done when it returns: holding would only delay them
+        self._overlap = config.overlap_output and runner.decodes_async
 
     @property
     def has_work(self) -> bool:
@@ -125,7 +127,8 @@ class Engine:
         held outputs go out first instead: it returns only once all but its last ubatch have
         run (llama.cpp waits for the device before it copies each ubatch's inputs), and they
         would wait behind that prefill. With nothing left running they are returned at once;
-        `overlap_output=False` returns every step's outputs at once.
+        `overlap_output=False`, or a runner whose decode is done when forward() returns (the
+        CPU), returns every step's outputs at once.
 
         NOTE: a step that completes a prompt while others decode runs as two llama_decode
         calls, the prompt chunks first: the new sequences' first tokens go out as the decode
@@ -136,7 +139,7 @@ class Engine:
         (`_split_is_free`); `prompts_first=False` keeps one call.
         """
         outputs = self._step(emit)
-        if emit is None or not self.config.overlap_output:
+        if emit is None or not self._overlap:
             return self._take_held() + outputs
         self._held += outputs
         # held only while something runs: its next decode hands them out
@@ -156,7 +159,7 @@ class Engine:
         outputs, ran = self._run(prompts, start, emit)
         if ran is None or ran.decode:  # failed, or the KV cache was full and all of it ran
             return outputs
-        if emit is not None and self.config.overlap_output:
+        if emit is not None and self._overlap:
             self._held += outputs
             outputs = []
         elif emit is not None:

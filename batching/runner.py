@@ -38,6 +38,9 @@ class ModelRunner(Protocol):
     info: ModelInfo
     pieces: list[bytes]
     eog_ids: frozenset[int]
+    # forward() returns while the device still computes (a GPU), so outputs handed over
+    # then overlap its work (Engine.step); False where the decode is done when it returns
+    decodes_async: bool
 
     def tokenize(self, text: str, add_bos: bool, parse_special: bool) -> list[int]: ...
     def apply_kv_ops(self, ops: list[KvOp]) -> None: ...
@@ -208,6 +211,9 @@ class LlamaRunner:
         self._grammars = _ParsedGrammars(self._vocab)
         self._rows = 0
         self._pending = False  # a decode started and not yet waited for
+        self.decodes_async = config.n_gpu_layers != 0 and bool(
+            llama_cpp.llama_supports_gpu_offload()
+        )
         self.info = self._model_info(path, config)
 
     @staticmethod

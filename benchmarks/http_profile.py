@@ -50,6 +50,7 @@ class SimRunner:
         )  # fmt: skip
         self.pieces = [b""] * 3 + [b" w%d" % i for i in range(3, N_VOCAB)]
         self.eog_ids = frozenset({2})
+        self.decodes_async = True  # forward() starts the "decode", logits() waits for it
         self._step_s = step_s
         self._prefill_s_per_token = 1.0 / prefill_tok_s if prefill_tok_s else 0.0
         self._done_at = 0.0

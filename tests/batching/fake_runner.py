@@ -111,6 +111,9 @@ class FakeRunner:
         )
         self.pieces = make_pieces()
         self.eog_ids = frozenset({EOS})
+        # computed at once, but it stands for a GPU runner so that the engine's hand-off of
+        # outputs once the next decode has started (Engine.step) is what the tests see
+        self.decodes_async = True
         self.n_cells = n_cells  # None: room for everything
         self.next_token = next_token or hashed_next
         self.peak = peak  # the model's token leads the others' N(0, 1) logits by this much

@@ -264,3 +264,13 @@ def _serve(seed: int, mode: str) -> dict[tuple[str, int], list[tuple[int, ...] |
 def test_outputs_are_the_same_however_they_are_handed_out(seed: int) -> None:
     # no emit, held until the next decode starts, handed out at once
     assert _serve(seed, "none") == _serve(seed, "overlap") == _serve(seed, "off")
+
+
+def test_on_a_runner_whose_decode_is_done_when_it_returns_nothing_is_held() -> None:
+    runner = FakeRunner(n_slots=4)
+    runner.decodes_async = False  # the CPU: holding would only delay the tokens a step
+    engine, _ = _engine(runner, n_slots=4, n_batch=32)
+    _add(engine, "a", _prompt(0, 6), LONG)
+    emitted: list[StepOutput] = []
+    outs = engine.step(emit=emitted.extend)
+    assert [o.num_output_tokens for o in outs] == [1] and not emitted
