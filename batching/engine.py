@@ -181,13 +181,13 @@ class Engine:
         decode tokens into the same ubatches) or a prompt with one token left to compute
         (it rides in the decode tokens' pass). The decodes' call has one token for every
         entry of the step but the unfinished prompt chunks: a finished prompt decodes there."""
+        runs = planned.runs()
         decodes = [
             (slot, 1)
-            for (slot, _), e in zip(planned.runs(), planned.entries, strict=True)
+            for (slot, _), e in zip(runs, planned.entries, strict=True)
             if not isinstance(e, PrefillChunk) or e.end == e.seq.num_prompt_tokens
         ]
-        whole = self._ubatches(planned.runs())
-        return self._ubatches(prompts.runs()) + self._ubatches(decodes) <= whole
+        return self._ubatches(prompts.runs()) + self._ubatches(decodes) <= self._ubatches(runs)
 
     def _ubatches(self, runs: list[tuple[int, int]]) -> int:
         return count_ubatches(
@@ -202,7 +202,8 @@ class Engine:
         """One llama_decode, sampling and update; the outputs and the plan that ran (None if
         the decode failed). The held outputs go to `emit` while the GPU computes."""
         scheduled = time.perf_counter()
-        if emit is not None and self._held and self._ubatches(planned.runs()) > 1:
+        num_ubatches = self._ubatches(planned.runs())
+        if emit is not None and self._held and num_ubatches > 1:
             emit(self._take_held())  # llama_decode returns only once all but its last pass ran
         out = self._forward(planned)
         if out is None:
@@ -231,7 +232,8 @@ class Engine:
                     decode_s=decoded - scheduled,
                     sample_s=sampled - decoded,
                     update_s=end - sampled,
-                    num_ubatches=self._ubatches(out.runs()),
+                    # a full KV cache made _forward run another plan
+                    num_ubatches=num_ubatches if out is planned else self._ubatches(out.runs()),
                 )
             )
         return outputs, out
