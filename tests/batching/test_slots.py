@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+import batching.slots as slots_module
 from batching.slots import SlotTable, common_prefix_len
 
 
@@ -111,3 +114,75 @@ def test_without_prefix_cache_nothing_is_ever_reported_cached() -> None:
     assert table.idle_cached() == []
     assert table.num_cached_cells() == 0
     assert table.acquire([1, 2, 3, 4])[1] == 0
+
+
+def _reference_choice(table: SlotTable, prompt: list[int]) -> tuple[int, int]:
+    """What acquire() must return: the free slot sharing the longest prefix (lowest id on a
+    tie), or the lowest free slot when that prefix is too short to be worth a jump."""
+    free = [s for s in table.slots if not s.is_busy]
+    best, best_len = free[0], 0
+    for s in free:
+        n = common_prefix_len(s.cached, prompt)
+        if n > best_len:
+            best, best_len = s, n
+    if best_len < min(16, len(prompt) // 2 + 1):
+        return free[0].slot_id, common_prefix_len(free[0].cached, prompt)
+    return best.slot_id, best_len
+
+
+def _fuzz_against_the_reference(seed: int) -> None:
+    rng = random.Random(seed)
+    table = SlotTable(8)
+    stems = [
+        [rng.randrange(1000) for _ in range(rng.choice([3, 15, 16, 17, 40, 64]))] for _ in range(4)
+    ]
+    busy: list[int] = []
+    for _ in range(400):
+        stem = rng.choice(stems)
+        prompt = stem[: rng.randrange(len(stem) + 1)] + [
+            rng.randrange(1000) for _ in range(rng.randrange(20))
+        ]
+        if table.num_free and (not busy or rng.random() < 0.5):
+            expected = _reference_choice(table, prompt)
+            assert table.cached_len(prompt) == expected[1]
+            assert table.acquire(prompt) == expected
+            busy.append(expected[0])
+        else:
+            slot_id = busy.pop(rng.randrange(len(busy)))
+            table.release(slot_id, prompt + [rng.randrange(1000) for _ in range(rng.randrange(30))])
+            if rng.random() < 0.1:
+                table.forget(slot_id)  # the KV cache was full: its cells were evicted
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_prefix_index_chooses_as_a_scan_of_every_free_slot_would(seed: int) -> None:
+    _fuzz_against_the_reference(seed)
+
+
+def test_a_hash_collision_costs_a_scan_but_never_a_wrong_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(slots_module, "chain_hash", lambda previous, block: 0)  # all collide
+    _fuzz_against_the_reference(0)
+    table = SlotTable(2)
+    table.acquire([])
+    table.acquire([])
+    table.release(0, list(range(40)))
+    table.release(1, list(range(100, 140)))
+    assert table.acquire(list(range(100, 150))) == (1, 40)
+
+
+def test_a_burst_sharing_a_long_prefix_finds_each_slot_holding_it() -> None:
+    table = SlotTable(64)
+    prefix = [1000 + t for t in range(1000)]
+    for _ in range(64):
+        table.acquire([])
+    for slot_id in range(64):
+        table.release(slot_id, [*prefix, slot_id, slot_id])
+    # each prompt shares 1,001 tokens with its own slot, 1,000 with every other one
+    assert [table.acquire([*prefix, i, 7]) for i in (5, 63, 0)] == [
+        (5, 1001),
+        (63, 1001),
+        (0, 1001),
+    ]
+    assert table.acquire([*prefix, 5, 7]) == (1, 1000)  # slot 5 is busy: the lowest that shares
