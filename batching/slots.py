@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MIN_SHARED_PREFIX = 16  # tokens a free slot's cache must share to be chosen over the LRU slot
+MIN_SHARED_PREFIX = 16  # tokens a free slot's cache must share to be chosen over the lowest free
 BLOCK = 16  # tokens per hashed block of the free slots' prefix index
 
 
@@ -16,16 +16,15 @@ class Slot:
     is_busy: bool = False
     cached: list[int] = field(default_factory=list)  # tokens whose cells are kept, by position
     last_used: int = 0
-    blocks: list[int] = field(default_factory=list)  # block_hashes(cached) while free and indexed
+    indexed_hashes: list[int] = field(default_factory=list)  # block_hashes(cached) while free
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
     """Number of leading tokens two lists share.
 
     Token by token for the first few (distinct prompts part there), then by halving slices
-    compared in C: a 1,000-token shared system prompt takes a few microseconds, not a
-    thousand steps of Python, which matters because the scheduler asks for every waiting
-    request against every free slot.
+    compared in C: a 1,000-token shared system prompt takes about 14 us (token ids as the
+    tokenizer returns them), not a thousand steps of Python.
     """
     n = min(len(a), len(b))
     lo = 0
@@ -114,34 +113,36 @@ class SlotTable:
 
     def _longest_indexed(self, prompt_ids: list[int]) -> tuple[Slot | None, int]:
         """The free slot sharing the longest prefix with the prompt, found through the block
-        index: the deepest whole block some free slot shares, then the rest of the next block
-        compared in each of those slots (lowest id first on a tie). None when no whole block
-        is shared, or when the winner's tokens turn out not to match (a hash collision).
+        index: the deepest whole block some free slot shares, then what is left of the next
+        block compared in each of those slots (lowest id first on a tie); a slot that alone
+        shares a block is compared in full at once. None when no whole block is shared, or when
+        the winner's tokens turn out not to match (a hash collision: the caller then scans).
 
         NOTE: the scheduler asks this for every waiting request while a slot is free (to rank
-        the queue), and again for the head's budget and in acquire(). Comparing the prompt
-        with every free slot's tokens made a burst sharing a 1,000-token system prompt, with 64
-        free slots holding it, cost 59-71 ms per ranking on the dev machine (14 us a pair with
-        token ids as the tokenizer returns them); through the index it costs 4.2 ms, and 1.4
-        ms for distinct prompts (`benchmarks/prefix_bench.py`). A prompt then costs its own
-        block hashes, a few tokens per slot that shares its deepest block, and one comparison.
+        the queue), and again for the head's budget and in acquire(). Comparing the prompt with
+        every free slot's tokens made a queue sharing a long prefix with many free slots cost
+        slots x prefix tokens per request; `benchmarks/prefix_bench.py` has the figures.
         """
         h, level = 0, 0
         found: set[int] = set()
-        for end in range(BLOCK, len(prompt_ids) + 1, BLOCK):
-            h = chain_hash(h, prompt_ids[end - BLOCK : end])
+        for block_end in range(BLOCK, len(prompt_ids) + 1, BLOCK):
+            h = chain_hash(h, prompt_ids[block_end - BLOCK : block_end])
             ids = self._index.get(h)
             if not ids:
                 break
-            level, found = end, ids
+            level, found = block_end, ids
+            if len(ids) == 1:  # no other slot shares this much: compare this one in full
+                slot = self.slots[next(iter(ids))]
+                n = common_prefix_len(slot.cached, prompt_ids)
+                return (slot, n) if n >= level else (None, 0)
         if not found:
             return None, 0
         best, best_len = None, -1
         for slot_id in sorted(found):  # each shares `level` tokens; less than a block more
             slot = self.slots[slot_id]
             cached, n = slot.cached, level
-            end = min(len(cached), len(prompt_ids), level + BLOCK)
-            while n < end and cached[n] == prompt_ids[n]:
+            stop = min(len(cached), len(prompt_ids), level + BLOCK)
+            while n < stop and cached[n] == prompt_ids[n]:
                 n += 1
             if n > best_len:
                 best, best_len = slot, n
@@ -159,8 +160,8 @@ class SlotTable:
         slot.cached = list(kv_tokens) if self.prefix_cache else []
         self.num_busy -= 1
         self._num_idle_cells += len(slot.cached)
-        slot.blocks = block_hashes(slot.cached)
-        for h in slot.blocks:
+        slot.indexed_hashes = block_hashes(slot.cached)
+        for h in slot.indexed_hashes:
             self._index.setdefault(h, set()).add(slot_id)
 
     def forget(self, slot_id: int) -> None:
@@ -181,9 +182,11 @@ class SlotTable:
         return self._num_idle_cells
 
     def _unindex(self, slot: Slot) -> None:
-        for h in set(slot.blocks):  # two blocks may hash alike
-            ids = self._index[h]
+        for h in slot.indexed_hashes:
+            ids = self._index.get(h)
+            if ids is None:  # two of its blocks hashed alike: already removed
+                continue
             ids.discard(slot.slot_id)
             if not ids:
                 del self._index[h]
-        slot.blocks = []
+        slot.indexed_hashes = []

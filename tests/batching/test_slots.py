@@ -130,31 +130,51 @@ def _reference_choice(table: SlotTable, prompt: list[int]) -> tuple[int, int]:
     return best.slot_id, best_len
 
 
+def _check_index(table: SlotTable) -> None:
+    """The index holds exactly the whole blocks of the free slots' cached tokens."""
+    expected: dict[int, set[int]] = {}
+    for slot in table.slots:
+        hashes = [] if slot.is_busy else slots_module.block_hashes(slot.cached)
+        assert slot.indexed_hashes == hashes
+        for h in hashes:
+            expected.setdefault(h, set()).add(slot.slot_id)
+    assert table._index == expected
+
+
 def _fuzz_against_the_reference(seed: int) -> None:
     rng = random.Random(seed)
-    table = SlotTable(8)
+    table = SlotTable(rng.randint(1, 8), prefix_cache=rng.random() < 0.9)
+    alphabet = rng.choice([2, 5, 1000])  # a small one makes prefixes meet by chance
     stems = [
-        [rng.randrange(1000) for _ in range(rng.choice([3, 15, 16, 17, 40, 64]))] for _ in range(4)
+        [rng.randrange(alphabet) for _ in range(rng.choice([3, 15, 16, 17, 32, 40, 64]))]
+        for _ in range(4)
     ]
     busy: list[int] = []
-    for _ in range(400):
-        stem = rng.choice(stems)
-        prompt = stem[: rng.randrange(len(stem) + 1)] + [
-            rng.randrange(1000) for _ in range(rng.randrange(20))
+    for _ in range(300):
+        cut_from = rng.choice(stems + [s.cached for s in table.slots if not s.is_busy])
+        prompt = cut_from[: rng.randrange(len(cut_from) + 1)] + [
+            rng.randrange(alphabet) for _ in range(rng.randrange(20))
         ]
         if table.num_free and (not busy or rng.random() < 0.5):
-            expected = _reference_choice(table, prompt)
+            expected = _reference_choice(table, prompt) if table.prefix_cache else (None, 0)
+            if expected[0] is None:  # no prefix cache: the lowest free slot, nothing cached
+                expected = (next(s.slot_id for s in table.slots if not s.is_busy), 0)
             assert table.cached_len(prompt) == expected[1]
             assert table.acquire(prompt) == expected
             busy.append(expected[0])
         else:
             slot_id = busy.pop(rng.randrange(len(busy)))
-            table.release(slot_id, prompt + [rng.randrange(1000) for _ in range(rng.randrange(30))])
+            if rng.random() < 0.1:
+                table.forget(slot_id)  # cleared while busy (a failed request)
+            table.release(
+                slot_id, prompt + [rng.randrange(alphabet) for _ in range(rng.randrange(30))]
+            )
             if rng.random() < 0.1:
                 table.forget(slot_id)  # the KV cache was full: its cells were evicted
+        _check_index(table)
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", range(40))
 def test_the_prefix_index_chooses_as_a_scan_of_every_free_slot_would(seed: int) -> None:
     _fuzz_against_the_reference(seed)
 
@@ -163,7 +183,11 @@ def test_a_hash_collision_costs_a_scan_but_never_a_wrong_prefix(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(slots_module, "chain_hash", lambda previous, block: 0)  # all collide
-    _fuzz_against_the_reference(0)
+    for seed in range(10):
+        _fuzz_against_the_reference(seed)
+    monkeypatch.setattr(slots_module, "chain_hash", lambda previous, block: hash(tuple(block)) % 3)
+    for seed in range(10):
+        _fuzz_against_the_reference(seed)
     table = SlotTable(2)
     table.acquire([])
     table.acquire([])

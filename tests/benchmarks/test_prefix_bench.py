@@ -14,11 +14,13 @@ def test_it_times_both_cases_over_a_table_whose_free_slots_hold_the_prefix(
 ) -> None:
     bench = load_script("prefix_bench")
     monkeypatch.setattr(
-        sys, "argv", ["prefix_bench", "--slots", "4", "--prefix", "40", "--repeat", "1"]
+        sys,
+        "argv",
+        ["prefix_bench", "--slots", "4", "--prefix", "40", "--history", "50", "--repeat", "1"],
     )
     bench.main()
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["shared", "distinct"]
+    assert [line.split()[0] for line in lines] == ["shared", "distinct", "short", "follow-ups"]
     assert all("4 waiting x 4 free slots" in line and line.endswith(" ms") for line in lines)
 
 
