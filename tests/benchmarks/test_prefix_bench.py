@@ -9,7 +9,7 @@ import pytest
 from tests.benchmarks.scripts import load_script
 
 
-def test_it_times_both_cases_over_a_table_whose_free_slots_hold_the_prefix(
+def test_it_times_every_case_over_a_table_whose_free_slots_hold_the_tokens(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bench = load_script("prefix_bench")
