@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -89,7 +90,13 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,  # after the drain: for connections that still linger
     )
-    GatewayServer(config, app.state.gateway, settings.shutdown_grace, settings.shutdown_min).run()
+    server = GatewayServer(
+        config, app.state.gateway, settings.shutdown_grace, settings.shutdown_min
+    )
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once the drain is done
+        return 128 + signal.SIGINT  # quietly, as a shell reports an interrupted command
     return 0
 
 

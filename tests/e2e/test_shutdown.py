@@ -150,3 +150,19 @@ def test_sigterm_drains_then_ends_the_rest_explicitly_and_exits(
     proc.wait(timeout=GRACE_S + 10)
     assert time.monotonic() - signalled < GRACE_S + 8
     assert proc.returncode in (0, -signal.SIGTERM)
+
+
+def test_ctrl_c_drains_and_exits_quietly(
+    server: tuple[subprocess.Popen[bytes], str], tmp_path: Path
+) -> None:
+    proc, url = server
+    client = Client(url, SHORT, stream=True)
+    client.start()
+    assert client.first_byte.wait(30)
+    proc.send_signal(signal.SIGINT)
+    client.join(timeout=30)
+    assert client.outcome == ("whole", "length")
+    proc.wait(timeout=GRACE_S + 10)
+    assert proc.returncode == 128 + signal.SIGINT  # as a shell reports an interrupted command
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-2000:]
