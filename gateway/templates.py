@@ -83,7 +83,10 @@ def render_vicuna(turns: Sequence[Turn], eos_text: str = "</s>") -> RenderedProm
     """Vicuna v1.1 as FastChat renders it (ADD_COLON_TWO, separators " " and eos_text).
 
     Like FastChat, the separator alternates with the position of the turn (not its role), an
-    empty turn renders as "ROLE:", and a system message replaces the default one.
+    empty turn renders as "ROLE:", and a system message replaces the default one. An answer
+    that starts with a space (as the model wrote it after "ASSISTANT:", and as this server
+    returns it) follows the colon directly, so that it comes back as the tokens that were
+    generated and its cached cells are reused.
     """
     system, is_client_system = VICUNA_SYSTEM, False
     convo: list[Turn] = []
@@ -97,7 +100,8 @@ def render_vicuna(turns: Sequence[Turn], eos_text: str = "</s>") -> RenderedProm
     for i, turn in enumerate(convo):
         role = "USER" if turn.role == "user" else "ASSISTANT"
         if turn.content:
-            pieces += [(f"{role}: ", False), (turn.content, True), (separators[i % 2], False)]
+            colon = f"{role}:" if role == "ASSISTANT" and turn.content[0] == " " else f"{role}: "
+            pieces += [(colon, False), (turn.content, True), (separators[i % 2], False)]
         else:
             pieces.append((f"{role}:", False))
     pieces.append(("ASSISTANT:", False))

@@ -49,6 +49,29 @@ def test_prompt_tokens_served_from_the_cache_are_reported(client: OpenAI) -> Non
     assert cached is not None and 0 < cached < again.usage.prompt_tokens
 
 
+def test_a_chat_answer_sent_back_as_returned_is_found_in_the_cache(client: OpenAI) -> None:
+    # An answer that starts with the space the model wrote after "ASSISTANT:" (as a real
+    # model's answers do) must render back in the history as the generated tokens, not with a
+    # second space before them. The random-weight model starts with a space for some seeds.
+    history: list[Any] = [{"role": "user", "content": "Tell me a long story about a cat."}]
+    for seed in range(16):
+        first = client.chat.completions.create(
+            model=MODEL, messages=history, max_tokens=16, seed=seed, extra_body=NO_EOS
+        )
+        answer = first.choices[0].message.content
+        if answer and answer.startswith(" "):
+            break
+    else:
+        raise AssertionError("no seed gave an answer that starts with a space")
+    assert first.usage is not None
+    history += [{"role": "assistant", "content": answer}, {"role": "user", "content": "More."}]
+    second = client.chat.completions.create(model=MODEL, messages=history, max_tokens=2)
+    assert second.usage is not None and second.usage.prompt_tokens_details is not None
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    # the prompt and (nearly) all of the answer: tokenizing the text again may split its end
+    assert cached is not None and cached > first.usage.prompt_tokens + 8, (cached, first.usage)
+
+
 def test_completion_stream_equals_the_whole_response_at_temperature_0(client: OpenAI) -> None:
     def create(stream: bool) -> Any:
         return client.completions.create(

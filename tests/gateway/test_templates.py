@@ -35,6 +35,15 @@ def test_vicuna_matches_fastchat_for_a_multi_turn_chat() -> None:
     )
 
 
+def test_an_answer_sent_back_with_its_leading_space_renders_as_the_model_wrote_it() -> None:
+    # the model wrote " Hi there!" after "ASSISTANT:"; FastChat strips it to "Hi there!"
+    stripped = [Turn("user", "Hello!"), Turn("assistant", "Hi there!"), Turn("user", "More")]
+    as_returned = [stripped[0], Turn("assistant", " Hi there!"), stripped[2]]
+    assert render_vicuna(as_returned).text == render_vicuna(stripped).text
+    assert "ASSISTANT: Hi there!</s>" in render_vicuna(as_returned).text
+    assert "USER:  x" in render_vicuna([Turn("user", " x")]).text  # a user's text is theirs
+
+
 def test_vicuna_default_system_message_is_fastchats() -> None:
     assert VICUNA_SYSTEM == (
         "A chat between a curious user and an artificial intelligence assistant. The assistant "
