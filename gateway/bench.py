@@ -46,12 +46,33 @@ def build_parser() -> argparse.ArgumentParser:
     add("--label", default="", help="name of this run in the report and the JSON")
     add("--workload", choices=WORKLOADS, default="fixed")
     add("--prompt-len", type=int, default=256, help="prompt tokens (fixed)")
-    add("--output-len", type=int, default=128, help="max_tokens (fixed, shared-prefix)")
+    add(
+        "--output-len",
+        type=int,
+        default=128,
+        help="max_tokens (fixed, shared-prefix, conversations)",
+    )
     add("--prompt-len-range", type=int, nargs=2, default=(64, 1024), metavar=("LO", "HI"))
     add("--output-len-range", type=int, nargs=2, default=(16, 256), metavar=("LO", "HI"))
-    add("--prefix-len", type=int, default=1000, help="shared prefix tokens (shared-prefix)")
-    add("--suffix-len", type=int, default=32, help="distinct suffix tokens (shared-prefix)")
-    add("--num-prefixes", type=int, default=1, help="distinct shared prefixes (shared-prefix)")
+    add(
+        "--prefix-len",
+        type=int,
+        default=1000,
+        help="shared prefix tokens (shared-prefix; conversations: the system prompt)",
+    )
+    add(
+        "--suffix-len",
+        type=int,
+        default=32,
+        help="distinct suffix tokens (shared-prefix; conversations: each user message)",
+    )
+    add(
+        "--num-prefixes",
+        type=int,
+        default=1,
+        help="distinct shared prefixes (shared-prefix, conversations)",
+    )
+    add("--turns", type=int, default=4, help="requests per conversation (conversations)")
     add("--prompt-format", choices=PROMPT_FORMATS, default="tokens")
     add("--concurrency", type=int, default=1, help="closed loop: clients in flight")
     add("--request-rate", type=float, default=None, help="open loop: Poisson arrivals per s")
@@ -94,14 +115,26 @@ def make_payload(spec: RequestSpec, args: argparse.Namespace) -> dict[str, Any]:
 async def closed_loop(
     send: Send, specs: Sequence[RequestSpec], concurrency: int, on_done: Callable[[], Any]
 ) -> list[RequestResult]:
-    """Keep `concurrency` requests in flight until every spec has been sent."""
+    """Keep `concurrency` requests in flight until every spec has been sent; the turns of a
+    conversation go out one after another from one client."""
     results: list[RequestResult] = [RequestResult() for _ in specs]
-    queue = iter(enumerate(specs))
+    groups: list[list[int]] = []
+    turns_of: dict[int, list[int]] = {}
+    for index, spec in enumerate(specs):
+        if spec.conversation < 0:
+            groups.append([index])
+        elif spec.conversation in turns_of:
+            turns_of[spec.conversation].append(index)
+        else:
+            turns_of[spec.conversation] = [index]
+            groups.append(turns_of[spec.conversation])
+    queue = iter(groups)
 
     async def client() -> None:
-        for index, spec in queue:
-            results[index] = await send(spec)
-            on_done()
+        for group in queue:
+            for index in group:
+                results[index] = await send(specs[index])
+                on_done()
 
     await asyncio.gather(*(client() for _ in range(max(1, min(concurrency, len(specs))))))
     return results
@@ -176,6 +209,8 @@ def main(argv: list[str]) -> int:
         parser.error("--num-requests and --concurrency must be >= 1, --warmup >= 0")
     if args.request_rate is not None and args.request_rate <= 0:
         parser.error("--request-rate must be positive")
+    if args.request_rate is not None and args.workload == "conversations":
+        parser.error("--workload conversations runs in a closed loop: each turn waits for the last")
     report = asyncio.run(run(args))
     print(format_table(report["summary"], args.label), flush=True)
     if args.out is not None:
@@ -194,6 +229,7 @@ def _workload(args: argparse.Namespace) -> WorkloadConfig:
         prefix_len=args.prefix_len,
         suffix_len=args.suffix_len,
         num_prefixes=args.num_prefixes,
+        turns=args.turns,
         prompt_format=args.prompt_format,
         seed=args.seed,
     )

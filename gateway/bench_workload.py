@@ -10,7 +10,7 @@ from dataclasses import dataclass
 # control and byte-fallback tokens (ids < 259), so every id is an ordinary text piece.
 TOKEN_LOW = 1000
 TOKEN_HIGH = 30000
-WORKLOADS = ("fixed", "mixed", "lognormal", "shared-prefix")
+WORKLOADS = ("fixed", "mixed", "lognormal", "shared-prefix", "conversations")
 # lognormal: chat-like long tails (median prompt 200, answer 150 tokens), clipped so that a
 # prompt and its answer fit the 1,280 cells a slot has in the GPU benchmark
 LOGNORMAL_PROMPT = (200.0, 0.8, 16, 1000)  # median, sigma, low, high
@@ -42,6 +42,7 @@ class WorkloadConfig:
     prefix_len: int = 1000
     suffix_len: int = 32
     num_prefixes: int = 1  # shared-prefix: distinct prefixes (system prompts), drawn per request
+    turns: int = 4  # conversations: requests per conversation
     prompt_format: str = "tokens"
     seed: int = 0
 
@@ -57,6 +58,8 @@ class WorkloadConfig:
             raise ValueError("lengths must be positive")
         if self.num_prefixes < 1:
             raise ValueError("num_prefixes must be positive")
+        if self.turns < 1:
+            raise ValueError("turns must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +69,18 @@ class RequestSpec:
     prompt: list[int] | str
     num_prompt_tokens: int
     max_tokens: int
+    conversation: int = -1  # conversations: the turns of one go out one after another
 
 
 def build_requests(config: WorkloadConfig, count: int) -> list[RequestSpec]:
     """Draw `count` requests; the same config always gives the same requests."""
     rng = random.Random(config.seed)
-    is_shared = config.name == "shared-prefix"
+    is_shared = config.name in ("shared-prefix", "conversations")
     prefixes = [
         _draw_ids(rng, config.prefix_len) for _ in range(config.num_prefixes if is_shared else 0)
     ]
+    if config.name == "conversations":
+        return _conversations(rng, config, count, prefixes)
     specs = []
     for _ in range(count):
         if config.name == "fixed":
@@ -91,9 +97,36 @@ def build_requests(config: WorkloadConfig, count: int) -> list[RequestSpec]:
             k = rng.randrange(len(prefixes)) if len(prefixes) > 1 else 0
             ids = prefixes[k] + _draw_ids(rng, config.suffix_len)
             max_tokens = config.output_len
-        prompt: list[int] | str = ids if config.prompt_format == "tokens" else _to_text(ids)
-        specs.append(RequestSpec(prompt=prompt, num_prompt_tokens=len(ids), max_tokens=max_tokens))
+        specs.append(_spec(ids, max_tokens, config.prompt_format))
     return specs
+
+
+def _conversations(
+    rng: random.Random, config: WorkloadConfig, count: int, prefixes: list[list[int]]
+) -> list[RequestSpec]:
+    """Chats that grow: each turn's prompt is the last one, a stand-in for its answer
+    (`output_len` drawn tokens) and a new user message (`suffix_len`), after a system prompt
+    (`prefix_len`, one of `num_prefixes`). The server's real answer differs from the stand-in,
+    so what a prompt cache can reuse is the history up to the last turn's prompt; every server
+    gets the same prompts."""
+    specs: list[RequestSpec] = []
+    conversation = 0
+    while len(specs) < count:
+        k = rng.randrange(len(prefixes)) if len(prefixes) > 1 else 0
+        history = prefixes[k]
+        for _ in range(min(config.turns, count - len(specs))):
+            ids = history + _draw_ids(rng, config.suffix_len)
+            specs.append(_spec(ids, config.output_len, config.prompt_format, conversation))
+            history = ids + _draw_ids(rng, config.output_len)
+        conversation += 1
+    return specs
+
+
+def _spec(
+    ids: list[int], max_tokens: int, prompt_format: str, conversation: int = -1
+) -> RequestSpec:
+    prompt: list[int] | str = ids if prompt_format == "tokens" else _to_text(ids)
+    return RequestSpec(prompt, len(ids), max_tokens, conversation)
 
 
 def poisson_offsets(rate: float, count: int, seed: int) -> list[float]:

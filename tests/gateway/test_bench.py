@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import socket
@@ -19,12 +20,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.bench import main
+from gateway.bench import closed_loop, main
 from gateway.bench_client import RequestResult, SSEDecoder
 from gateway.bench_stats import describe_ms, percentile, summarize
 from gateway.bench_workload import (
     TOKEN_HIGH,
     TOKEN_LOW,
+    RequestSpec,
     WorkloadConfig,
     build_requests,
     poisson_offsets,
@@ -170,6 +172,50 @@ def test_workloads_are_seeded_and_shaped() -> None:
     assert requests == build_requests(several, 200)
     text = build_requests(WorkloadConfig(prompt_len=12, prompt_format="text"), 1)[0]
     assert isinstance(text.prompt, str) and len(text.prompt.split()) == 12
+
+
+def test_a_conversation_turn_is_the_last_prompt_an_answer_and_a_new_message() -> None:
+    config = WorkloadConfig(name="conversations", prefix_len=10, suffix_len=3, output_len=5)
+    specs = build_requests(config, 10)  # two conversations of 4 turns, then 2 of a third
+    assert [s.conversation for s in specs] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    assert specs == build_requests(config, 10)
+    for turn, spec in enumerate(specs[:4]):
+        assert spec.num_prompt_tokens == 10 + 3 + turn * (5 + 3) and spec.max_tokens == 5
+    for last, spec in itertools.pairwise(specs):
+        if spec.conversation == last.conversation:
+            assert spec.prompt[: len(last.prompt)] == last.prompt  # the history is sent again
+            assert len(spec.prompt) == len(last.prompt) + 5 + 3  # a stand-in answer, a message
+    assert specs[4].prompt[:10] == specs[0].prompt[:10]  # one system prompt
+    assert specs[4].prompt[10:13] != specs[0].prompt[10:13]
+    with pytest.raises(ValueError, match="turns"):
+        WorkloadConfig(name="conversations", turns=0)
+
+
+def test_a_conversation_goes_out_turn_after_turn_from_one_client() -> None:
+    specs = [RequestSpec([1], 1, 1, conversation=c) for c in (0, 0, 0, 1, 1, 1, 2, 2, 2)]
+    specs.insert(4, RequestSpec([2], 1, 1))  # an independent request among them
+    spans: dict[int, tuple[float, float]] = {}
+
+    async def send(spec: RequestSpec) -> RequestResult:
+        index = next(i for i, s in enumerate(specs) if s is spec)
+        start = time.monotonic()
+        await asyncio.sleep(0.01)
+        spans[index] = (start, time.monotonic())
+        return RequestResult(max_tokens=1)
+
+    results = asyncio.run(closed_loop(send, specs, 3, lambda: None))
+    assert len(results) == len(spans) == 10 and all(r.is_ok for r in results)
+    for conversation in (0, 1, 2):
+        turns = [i for i, s in enumerate(specs) if s.conversation == conversation]
+        for last, nxt in itertools.pairwise(turns):
+            assert spans[nxt][0] >= spans[last][1]  # never two turns of one at once
+    assert spans[3][0] < spans[0][1]  # while conversations run side by side
+
+
+def test_conversations_refuse_an_open_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--workload", "conversations", "--request-rate", "5"])
+    assert "closed loop" in capsys.readouterr().err
 
 
 def test_lognormal_workload_has_long_tails_that_fit_a_slot() -> None:
