@@ -16,6 +16,11 @@
 #   PROFILE=ceiling BENCH_DEADLINE=120 SERVE_NEED=40 GATEWAY_ARGS=... GATEWAY_B_ARGS=... gpu.sh bench
 #                             c64 for two gateways (A on GPU 0, B on GPU 1 after
 #                             llama-batched-bench -npl 64, the ceiling)                   (<= 3 min)
+#   PROFILE=cache BENCH_DEADLINE=330 benchmarks/gpu.sh bench
+#                             the conversations workload (chats that grow) at 64 clients and at
+#                             96 (more conversations than slots), gateway and llama-server side
+#                             by side: how long each keeps a conversation's prompt cached
+#                                                                       (<= 5 min, not run yet)
 #   PROFILE=quick BENCH_DEADLINE=330 benchmarks/gpu.sh bench
 #                             the rows that matter most (greedy and sampled chat, mixed and
 #                             long-tailed lengths), batch invariance, the step profile     (<= 5.5 min)
@@ -283,6 +288,18 @@ workloads() {
     done
     return 0
   fi
+  if [[ $profile == cache ]]; then # chats that grow; then more conversations than slots
+    local conv=(--workload conversations --prefix-len 300 --suffix-len 32 --output-len 64 --turns 4)
+    bench "$s" "$p" conversations-c64 120 "${conv[@]}" --concurrency 64 --num-requests 256 \
+      --warmup 64 --seed 31
+    bench "$s" "$p" conversations-c96 150 "${conv[@]}" --concurrency 96 --num-requests 384 \
+      --warmup 96 --seed 32
+    if [[ $s == gateway ]]; then
+      log "gateway prompt cache: $(http_get "http://127.0.0.1:$p/metrics" \
+        | grep -E '^gateway_prompt_(cached_)?tokens_total' | tr '\n' ' ')"
+    fi
+    return 0
+  fi
   bench "$s" "$p" c64 100 "${c64[@]}" --seed 13
   [[ $profile == ceiling ]] && return 0
   [[ $profile == quick ]] && bench "$s" "$p" chat-c64-t0 100 "${chat[@]}" "${c64[@]}" --seed 21
@@ -359,7 +376,7 @@ ours_lane() { # step profile, then our gateway over every workload
     [[ -n ${SWEEP_BATCHES:-} ]] && step step-profile 240 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
       --ctx-size "$CTX" --n-gpu-layers 99 --threads 0 --sampler-threads 4,8 --mixed-steps 200 \
       --batches "$SWEEP_BATCHES" --out "$OUT/step_profile.json"
-  elif [[ $PROFILE == rate || $PROFILE == ceiling ]]; then
+  elif [[ $PROFILE == rate || $PROFILE == ceiling || $PROFILE == cache ]]; then
     : # the HTTP rows only
   elif [[ $PROFILE == quick ]]; then
     step invariance 90 python3 "$REPO/benchmarks/invariance.py" --model "$MODEL" --out "$OUT/invariance.json"
@@ -371,8 +388,8 @@ ours_lane() { # step profile, then our gateway over every workload
       --ctx-size "$CTX" --n-gpu-layers 99 --threads 4,16 --sampler-threads 4 --mixed-steps 300 \
       --out "$OUT/step_profile.json"
   fi
-  [[ $PROFILE == rate || $PROFILE == ceiling ]] || step sampler-bench-4 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
-  [[ $PROFILE == rate || $PROFILE == ceiling ]] || step sampler-bench-8 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 8
+  [[ $PROFILE == rate || $PROFILE == ceiling || $PROFILE == cache ]] || step sampler-bench-4 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
+  [[ $PROFILE == rate || $PROFILE == ceiling || $PROFILE == cache ]] || step sampler-bench-8 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 8
   serve_and_bench gateway 8001 "${PROFILE/ab/quick}" python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${GATEWAY_EXTRA[@]}"
 }
@@ -384,7 +401,7 @@ reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the
       --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 "${GATEWAY_B_EXTRA[@]}"
     return 0
   fi
-  [[ $PROFILE == quick || $PROFILE == rate ]] || batched_bench batched-bench
+  [[ $PROFILE == quick || $PROFILE == rate || $PROFILE == cache ]] || batched_bench batched-bench
   serve_and_bench llama-server-np64 8002 "${PROFILE/ab/quick}" "$BIN/llama-server" -m "$MODEL" -np 64 \
     -c "$CTX" "${LLAMA_SERVER_FLAGS[@]}" --port 8002
   if [[ $PROFILE == ab ]]; then # our gateway with other flags, over the same rows
@@ -392,7 +409,7 @@ reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the
       --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 "${GATEWAY_B_EXTRA[@]}"
     return 0
   fi
-  [[ $PROFILE == quick || $PROFILE == rate ]] && return 0
+  [[ $PROFILE == quick || $PROFILE == rate || $PROFILE == cache ]] && return 0
   serve_and_bench gateway-b2048 8003 short python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 --batch-size 2048
 }
