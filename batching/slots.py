@@ -138,7 +138,9 @@ class SlotTable:
         if not found:
             return None, 0
         best, best_len = None, -1
-        for slot_id in sorted(found):  # each shares `level` tokens; less than a block more
+        # each shares `level` tokens and less than a block more; compared here, not through
+        # common_prefix_len: a call per slot doubled a shared-prefix ranking (prefix_bench.py)
+        for slot_id in sorted(found):
             slot = self.slots[slot_id]
             cached, n = slot.cached, level
             stop = min(len(cached), len(prompt_ids), level + BLOCK)
