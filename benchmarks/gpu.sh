@@ -371,12 +371,15 @@ lane() {
   CUDA_VISIBLE_DEVICES=$gpu "$@"
 }
 
+http_rows_only() { [[ $PROFILE == rate || $PROFILE == ceiling || $PROFILE == cache ]]; } # no profiles
+llama_server_only() { [[ $PROFILE == quick || $PROFILE == rate || $PROFILE == cache ]]; } # on lane 2
+
 ours_lane() { # step profile, then our gateway over every workload
   if [[ $PROFILE == ab ]]; then # the engine's settings side by side, then the HTTP rows
     [[ -n ${SWEEP_BATCHES:-} ]] && step step-profile 240 python3 "$REPO/benchmarks/step_profile.py" --model "$MODEL" --slots 64 \
       --ctx-size "$CTX" --n-gpu-layers 99 --threads 0 --sampler-threads 4,8 --mixed-steps 200 \
       --batches "$SWEEP_BATCHES" --out "$OUT/step_profile.json"
-  elif [[ $PROFILE == rate || $PROFILE == ceiling || $PROFILE == cache ]]; then
+  elif http_rows_only; then
     : # the HTTP rows only
   elif [[ $PROFILE == quick ]]; then
     step invariance 90 python3 "$REPO/benchmarks/invariance.py" --model "$MODEL" --out "$OUT/invariance.json"
@@ -388,8 +391,8 @@ ours_lane() { # step profile, then our gateway over every workload
       --ctx-size "$CTX" --n-gpu-layers 99 --threads 4,16 --sampler-threads 4 --mixed-steps 300 \
       --out "$OUT/step_profile.json"
   fi
-  [[ $PROFILE == rate || $PROFILE == ceiling || $PROFILE == cache ]] || step sampler-bench-4 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
-  [[ $PROFILE == rate || $PROFILE == ceiling || $PROFILE == cache ]] || step sampler-bench-8 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 8
+  http_rows_only || step sampler-bench-4 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
+  http_rows_only || step sampler-bench-8 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 8
   serve_and_bench gateway 8001 "${PROFILE/ab/quick}" python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${GATEWAY_EXTRA[@]}"
 }
@@ -401,7 +404,7 @@ reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the
       --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 "${GATEWAY_B_EXTRA[@]}"
     return 0
   fi
-  [[ $PROFILE == quick || $PROFILE == rate || $PROFILE == cache ]] || batched_bench batched-bench
+  llama_server_only || batched_bench batched-bench
   serve_and_bench llama-server-np64 8002 "${PROFILE/ab/quick}" "$BIN/llama-server" -m "$MODEL" -np 64 \
     -c "$CTX" "${LLAMA_SERVER_FLAGS[@]}" --port 8002
   if [[ $PROFILE == ab ]]; then # our gateway with other flags, over the same rows
@@ -409,7 +412,7 @@ reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the
       --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 "${GATEWAY_B_EXTRA[@]}"
     return 0
   fi
-  [[ $PROFILE == quick || $PROFILE == rate || $PROFILE == cache ]] && return 0
+  llama_server_only && return 0
   serve_and_bench gateway-b2048 8003 short python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 --batch-size 2048
 }
