@@ -6,8 +6,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from batching.layout import BatchLayout
 from batching.outputs import (
-    Filler,
     KvOp,
     PrefillChunk,
     SchedulerOutput,
@@ -18,7 +18,6 @@ from batching.sequence import Sequence, SequenceStatus
 from batching.slots import SlotTable
 
 KV_FULL_ERROR = "the KV cache is full: the request was stopped to let the others finish"
-MAX_FILLED_GAP = 16  # idle slots between busy ones filled with a throwaway token, at most
 # Shortest prompt first, with aging: a waiting request ranks by its arrival time plus one
 # second per AGING_TOKENS_PER_S prompt tokens it has to compute, at most MAX_HOLD_S, so a
 # long prompt is overtaken only by requests that arrived less than that much later.
@@ -44,7 +43,7 @@ class Scheduler:
         self.slots = slots
         self.shortest_first = shortest_first  # False: first come, first served
         self.clock = clock
-        self.fill_gaps = fill_gaps  # llama.cpp splits by runs of slot ids (a stream per slot)
+        self.layout = BatchLayout(slots, n_batch, max_seq_len, fill_gaps)
         self.split_prompts = split_prompts  # a new prompt may take the step's leftover budget
         self.n_batch = n_batch
         self.n_ctx = n_ctx
@@ -91,8 +90,12 @@ class Scheduler:
         outs, self._outputs = self._outputs, []
         return outs
 
-    def schedule(self, admit: bool = True, prompts: bool = True) -> SchedulerOutput:
-        """Plan one step under the `n_batch` token budget (`prompts=False`: decodes only).
+    def schedule(
+        self, admit: bool = True, prompts: bool = True, late: int | None = None
+    ) -> SchedulerOutput:
+        """Plan one step under the `n_batch` token budget (`prompts=False`: decodes only;
+        `late`: the rest of a step whose prompt calls ran, its decodes and the waiting prompts
+        that fit whole in `late` tokens, see Engine._step).
 
         NOTE: every decoding sequence gets its one token first, so admitting new requests never
         stalls running streams; prompt chunks of sequences already prefilling come next (oldest
@@ -139,14 +142,16 @@ class Scheduler:
             if not seq.is_prefilling and not seq.is_fork_pending:
                 out.decode.append(seq)
         budget = self.n_batch - len(out.decode) if prompts else 0
+        if late is not None:
+            budget = min(budget, late)
         for seq in self.running:
-            if seq.is_prefilling and seq.parent is None and budget > 0:
+            if seq.is_prefilling and seq.parent is None and budget > 0 and late is None:
                 budget -= self._chunk(out, seq, budget)
         if admit and budget > 0 and self.shortest_first and self.slots.num_free:
             self._order_waiting()
         while admit and budget > 0 and self.waiting and self._can_admit(self.waiting[0]):
             if (
-                out.prefill
+                (out.prefill or late is not None)
                 and not self.split_prompts
                 and self._to_compute(self.waiting[0]) > budget
             ):
@@ -155,15 +160,12 @@ class Scheduler:
             for seq in group:
                 self._admit(seq, group[0], out)
             budget -= self._chunk(out, group[0], budget)
-        self._lay_out(out)
+        self.layout.lay_out(out, self.running)
         return out
 
-    def prompts_only(self, out: SchedulerOutput) -> SchedulerOutput:
-        """The prompt chunks of a planned step without its decodes (and without fillers: a
-        throwaway token between two chunks would cut both into one-token passes)."""
-        prompts = SchedulerOutput(prefill=out.prefill, kv_ops=out.kv_ops)
-        self._lay_out(prompts, fill_gaps=False)
-        return prompts
+    def prompt_calls(self, out: SchedulerOutput, each: bool = False) -> list[SchedulerOutput]:
+        """A planned step's prompt chunks as llama_decode calls of their own (BatchLayout)."""
+        return self.layout.prompt_calls(out, self.running, each)
 
     def update(
         self,
@@ -249,65 +251,6 @@ class Scheduler:
         out.prefill.append(PrefillChunk(seq, start, end))
         return end - start
 
-    def _lay_out(self, out: SchedulerOutput, fill_gaps: bool = True) -> None:
-        """Order the batch by slot id and give every sampling sequence its logits row."""
-        out.entries = sorted([*out.decode, *out.prefill], key=_slot_of)
-        if self.fill_gaps and fill_gaps:
-            self._fill_gaps(out)
-        row = 0
-        for entry in out.entries:
-            if isinstance(entry, Filler):
-                continue
-            if isinstance(entry, PrefillChunk):
-                if entry.end < entry.seq.num_prompt_tokens:
-                    continue
-                out.sample_rows.append(row)
-                out.sample_seqs.append(entry.seq)
-                for fork in self.running:
-                    if fork.parent is entry.seq and fork.is_fork_pending:
-                        out.sample_rows.append(row)
-                        out.sample_seqs.append(fork)
-            else:
-                out.sample_rows.append(row)
-                out.sample_seqs.append(entry)
-            row += 1
-
-    def _fill_gaps(self, out: SchedulerOutput) -> None:
-        """Put a Filler in every short gap of idle slots between the batch's slots.
-
-        An idle slot that holds more than twice the cells of the batch's longest sequence
-        gets none: llama.cpp sizes a ubatch's attention by its fullest stream, so such a
-        filler would make every token of the pass attend over that slot's length, which can
-        cost more than the extra pass it saves. A slot with no cell to spare gets none
-        either (the runner would have to leave it out, and the ubatch count would be off).
-        """
-        if not out.entries or _slot_of(out.entries[-1]) - _slot_of(out.entries[0]) < len(
-            out.entries
-        ):
-            return  # the slots are contiguous (the common case): no gap to fill
-        budget = self.n_batch - out.num_tokens
-        longest = max([s.num_tokens for s in out.decode] + [c.end for c in out.prefill], default=0)
-        entries: list[Sequence | PrefillChunk | Filler] = []
-        last = None
-        for entry in out.entries:
-            slot = _slot_of(entry)
-            gap = range(last + 1, slot) if last is not None else range(0)
-            if 0 < len(gap) <= min(MAX_FILLED_GAP, budget) and all(
-                self._cells_of(s) <= min(2 * longest, self.max_seq_len - 2) for s in gap
-            ):
-                entries += [Filler(s) for s in gap]
-                budget -= len(gap)
-            entries.append(entry)
-            last = slot
-        out.entries = entries
-
-    def _cells_of(self, slot_id: int) -> int:
-        """KV cells an idle slot holds: its cached prefix, or a waiting sequence's tokens."""
-        for seq in self.running:
-            if seq.slot_id == slot_id:
-                return seq.num_computed_tokens
-        return len(self.slots.slots[slot_id].cached)
-
     def _fork(self, seq: Sequence) -> None:
         parent = seq.parent
         assert parent is not None and parent.slot_id is not None and seq.slot_id is not None
@@ -386,10 +329,3 @@ class Scheduler:
             out = self._output(seq, "", [], None)
             out.finish_reason, out.error = seq.finish_reason, error
             self._outputs.append(out)
-
-
-def _slot_of(entry: Sequence | PrefillChunk | Filler) -> int:
-    if isinstance(entry, Filler):
-        return entry.slot_id
-    seq = entry.seq if isinstance(entry, PrefillChunk) else entry
-    return seq.slot_id or 0
