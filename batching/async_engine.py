@@ -80,6 +80,7 @@ class AsyncEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stats = engine.stats()
+        self._stopping = False  # a stop command arrived (it may come in mid-step)
         self.is_ready = False
 
     @classmethod
@@ -187,14 +188,20 @@ class AsyncEngine:
         try:
             while self._handle_commands(block=not self._engine.has_work):
                 if self._engine.has_work:
-                    self._publish(self._engine.step(emit=self._publish))
+                    self._publish(self._engine.step(emit=self._publish, poll=self._poll))
                 self._stats = self._engine.stats()
         except Exception:
             logger.exception("the engine thread failed; the server stops taking requests")
             self.is_ready = False
             self._call_soon(self._fail_all)
 
+    def _poll(self) -> None:
+        """Take the requests and aborts sent since the step began (Engine.step, mid-step)."""
+        self._stopping = not self._handle_commands(block=False)
+
     def _handle_commands(self, block: bool) -> bool:
+        if self._stopping:
+            return False
         try:
             cmd = self._commands.get(block=block)
         except queue.Empty:
@@ -202,6 +209,7 @@ class AsyncEngine:
         while True:
             kind, arg = cmd
             if kind == "stop":
+                self._stopping = True
                 return False
             if kind == "add":
                 self._engine.add(arg)

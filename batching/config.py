@@ -28,6 +28,12 @@ class EngineConfig:
     # A step that completes a prompt while others decode runs the prompts first, in a
     # llama_decode of their own, so their first tokens do not wait for the decode pass.
     prompts_first: bool = True
+    # Each prompt that a step finishes runs in a llama_decode of its own, shortest first,
+    # where that costs no extra pass over the weights (Engine.step says why).
+    prompt_per_call: bool = False
+    # Requests that arrive while a step's prompts compute join the rest of that step
+    # (Engine.step says why).
+    admit_late: bool = False
     # The waiting request with the shortest prompt is admitted first, aged by its wait
     # (Scheduler.schedule says why); False admits in arrival order.
     shortest_first: bool = True

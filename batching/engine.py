@@ -112,7 +112,9 @@ class Engine:
     def abort(self, request_id: str) -> None:
         self.scheduler.abort(request_id)
 
-    def step(self, emit: Emit | None = None) -> list[StepOutput]:
+    def step(
+        self, emit: Emit | None = None, poll: Callable[[], None] | None = None
+    ) -> list[StepOutput]:
         """Schedule, run llama_decode over the batch, sample every row, update; the outputs
         to hand out now.
 
@@ -138,44 +140,61 @@ class Engine:
         split only where llama.cpp cuts it into as many passes over the weights either way
         (`_split_is_free`); `prompts_first=False` keeps one call.
         """
-        outputs = self._step(emit)
+        outputs = self._step(emit, poll)
         if emit is None or not self._overlap:
             return self._take_held() + outputs
         self._held += outputs
         # held only while something runs: its next decode hands them out
         return [] if self.scheduler.running else self._take_held()
 
-    def _step(self, emit: Emit | None) -> list[StepOutput]:
+    def _step(self, emit: Emit | None, poll: Callable[[], None] | None) -> list[StepOutput]:
         start = time.perf_counter()
         planned = self.scheduler.schedule()
         if planned.is_empty:
             self.runner.apply_kv_ops(planned.kv_ops)  # fork copies queued by the last step
             return self._take_held() + self.scheduler.take_outputs()
+        # what late arrivals may take (NOTE in step): a budget of their own if nobody waits
+        late = self.config.n_batch
+        if self.scheduler.waiting:
+            late -= planned.num_tokens
+        outputs: list[StepOutput] = []
+        while calls := self._prompt_calls(planned):
+            for call in calls:
+                outs, ran = self._run(call, start, emit)
+                if ran is None or ran.decode:  # failed, or the KV cache was full and all ran
+                    return outputs + outs
+                if emit is not None and self._overlap:
+                    self._held += outs
+                elif emit is not None:
+                    emit(outs)
+                else:
+                    outputs += outs
+                start = time.perf_counter()
+            if poll is not None and self.config.admit_late:
+                poll()
+                planned = self.scheduler.schedule(late=late)
+                late -= planned.num_tokens - len(planned.decode)
+            else:
+                planned = self.scheduler.schedule(admit=False, prompts=False)
+            if planned.is_empty:  # the new sequences all ended on their first token
+                return self._take_held() + outputs + self.scheduler.take_outputs()
+        return outputs + self._run(planned, start, emit)[0]
+
+    def _prompt_calls(self, planned: SchedulerOutput) -> list[SchedulerOutput]:
+        """The llama_decode calls that run a step's prompts before its decodes; none if the
+        step runs as one call (NOTE in step)."""
         if not (self.config.prompts_first and planned.decode and planned.completes_prompt):
-            return self._run(planned, start, emit)[0]
-        prompts = self.scheduler.prompts_only(planned)
-        if not self._split_is_free(planned, prompts):
-            return self._run(planned, start, emit)[0]
-        outputs, ran = self._run(prompts, start, emit)
-        if ran is None or ran.decode:  # failed, or the KV cache was full and all of it ran
-            return outputs
-        if emit is not None and self._overlap:
-            self._held += outputs
-            outputs = []
-        elif emit is not None:
-            emit(outputs)
-            outputs = []
-        start = time.perf_counter()
-        decodes = self.scheduler.schedule(admit=False, prompts=False)
-        if decodes.is_empty:  # the new sequences all ended on their first token
-            return self._take_held() + outputs + self.scheduler.take_outputs()
-        return outputs + self._run(decodes, start, emit)[0]
+            return []
+        calls = self.scheduler.prompt_calls(planned, each=self.config.prompt_per_call)
+        if len(calls) > 1 and not self._split_is_free(planned, calls):
+            calls = self.scheduler.prompt_calls(planned)
+        return calls if self._split_is_free(planned, calls) else []
 
     def _take_held(self) -> list[StepOutput]:
         held, self._held = self._held, []
         return held
 
-    def _split_is_free(self, planned: SchedulerOutput, prompts: SchedulerOutput) -> bool:
+    def _split_is_free(self, planned: SchedulerOutput, calls: list[SchedulerOutput]) -> bool:
         """The prompts' call and the decodes' call make no more passes over the weights than
         the whole step would: not so with a unified KV cache (llama.cpp packs prompt and
         decode tokens into the same ubatches) or a prompt with one token left to compute
@@ -187,7 +206,8 @@ class Engine:
             for (slot, _), e in zip(runs, planned.entries, strict=True)
             if not isinstance(e, PrefillChunk) or e.end == e.seq.num_prompt_tokens
         ]
-        return self._ubatches(prompts.runs()) + self._ubatches(decodes) <= self._ubatches(runs)
+        split = sum(self._ubatches(c.runs()) for c in calls) + self._ubatches(decodes)
+        return split <= self._ubatches(runs)
 
     def _ubatches(self, runs: list[tuple[int, int]]) -> int:
         return count_ubatches(

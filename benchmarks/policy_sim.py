@@ -11,6 +11,7 @@ ends (it then waits for the step after the one running). Absolute numbers are of
 measure the winner on the GPU.
 
     python benchmarks/policy_sim.py [--workloads mixed lognormal] [--fifo] [--split] [--one-call]
+        [--per-call] [--late]
 """
 
 from __future__ import annotations
@@ -69,25 +70,18 @@ def draw(rng: random.Random, workload: str) -> tuple[int, int]:
 
 class Sim:
     def __init__(
-        self,
-        workload: str,
-        n_batch: int,
-        n_ubatch: int,
-        fifo: bool,
-        seed: int,
-        split: bool = False,
-        one_call: bool = False,
+        self, workload: str, n_batch: int, n_ubatch: int, seed: int, **config: bool
     ) -> None:
+        """`config`: EngineConfig fields to set (split_prompts, admit_late, ...)."""
         self.rng = random.Random(seed)
         self.workload = workload
         self.n_ubatch = n_ubatch
         self.runner = FakeRunner(n_ctx=1280, n_slots=64, n_ubatch=n_ubatch)
-        config = EngineConfig(
+        engine_config = EngineConfig(
             model_path=Path("sim"), n_slots=64, n_ctx=1280 * 64, n_batch=n_batch,
-            n_ubatch=n_ubatch, split_prompts=split, prompts_first=not one_call,
-            shortest_first=not fifo,
+            n_ubatch=n_ubatch, **config,  # type: ignore[arg-type]
         )  # fmt: skip
-        self.engine = Engine(self.runner, config, clock=lambda: self.now)  # type: ignore[arg-type]
+        self.engine = Engine(self.runner, engine_config, clock=lambda: self.now)  # type: ignore[arg-type]
         self.now = 0.0
         self.sent = 0
         self.timed = 0  # forward calls already on the clock
@@ -140,52 +134,58 @@ class Sim:
                     if left > 0:
                         arrivals.append(self.now + 0.003)
 
-        for _ in range(min(64, total)):
-            send(self.now)
-        while done < total:
+        def poll() -> None:
+            """The requests that arrived by now (between steps, or mid-step)."""
+            self.advance()
             for t in sorted(a for a in arrivals if a <= self.now):
                 send(t)
             arrivals[:] = [a for a in arrivals if a > self.now]
+
+        for _ in range(min(64, total)):
+            send(self.now)
+        while done < total:
+            poll()
             if not self.engine.has_work:
                 self.now = min(arrivals)
                 continue
-            record(self.engine.step(emit=lambda outs: record(outs, started=True)))
+            record(self.engine.step(emit=lambda outs: record(outs, started=True), poll=poll))
         return ttft, tokens, self.now - start
+
+
+# flag: (EngineConfig field, its value in the variant the flag adds, what it is)
+VARIANTS = {
+    "fifo": ("shortest_first", False, "admission in arrival order"),
+    "split": ("split_prompts", True, "--split-prompts 1: new prompts fill the budget"),
+    "one_call": ("prompts_first", False, "--prompts-first 0: prompts and decodes in one call"),
+    "per_call": ("prompt_per_call", True, "--prompt-per-call 1: a call per finishing prompt"),
+    "late": ("admit_late", True, "--admit-late 1: arrivals join the step's decode call"),
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workloads", nargs="+", default=["fixed", "chat", "mixed", "lognormal"])
     ap.add_argument("--batches", default="1024:512", help="n_batch:n_ubatch,...")
-    ap.add_argument("--fifo", action="store_true", help="also admission in arrival order")
-    ap.add_argument(
-        "--split", action="store_true", help="also --split-prompts (new prompts fill the budget)"
-    )
-    ap.add_argument(
-        "--one-call",
-        action="store_true",
-        help="also --prompts-first 0 (a step's prompts and decodes in one llama_decode)",
-    )
+    for flag, (_, _, what) in VARIANTS.items():
+        ap.add_argument(f"--{flag.replace('_', '-')}", action="store_true", help=f"also {what}")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    flags = [flag for flag in VARIANTS if getattr(args, flag)]
     for workload in args.workloads:
         for pair in args.batches.split(","):
             n_batch, n_ubatch = (int(x) for x in pair.split(":"))
-            for fifo, split, one_call in itertools.product(
-                [False, True] if args.fifo else [False],
-                [False, True] if args.split else [False],
-                [False, True] if args.one_call else [False],
-            ):
-                sim = Sim(workload, n_batch, n_ubatch, fifo, args.seed, split, one_call)
+            for on in itertools.product([False, True], repeat=len(flags)):
+                chosen = [flag for flag, yes in zip(flags, on, strict=True) if yes]
+                config = {VARIANTS[flag][0]: VARIANTS[flag][1] for flag in chosen}
+                sim = Sim(workload, n_batch, n_ubatch, args.seed, **config)
                 sim.phase(64)  # the warm-up, drained
                 ttft, tokens, wall = sim.phase(256)
                 q = sorted(ttft)
-                name = f"{workload} {n_batch}:{n_ubatch}{' fifo' if fifo else ''}"
-                name += " split" if split else ""
-                name += " one-call" if one_call else ""
+                name = " ".join([f"{workload} {n_batch}:{n_ubatch}", *chosen])
                 print(
-                    f"{name:24s} {tokens / wall:7.0f} tok/s  TTFT p50 {1000 * q[len(q) // 2]:5.0f}"
-                    f" ms  p90 {1000 * q[int(len(q) * 0.9)]:5.0f} ms",
+                    f"{name:32s} {tokens / wall:7.0f} tok/s  TTFT p50 {1000 * q[len(q) // 2]:5.0f}"
+                    f" ms  mean {1000 * sum(q) / len(q):5.0f} ms  p90"
+                    f" {1000 * q[int(len(q) * 0.9)]:5.0f} ms",
                     flush=True,
                 )
 

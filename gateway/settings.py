@@ -133,6 +133,24 @@ class Settings:
             "0|1",
         ),
     )
+    prompt_per_call: bool = field(
+        default=False,
+        metadata=_meta(
+            _flag,
+            "run each prompt a step finishes in a llama_decode of its own, shortest first,"
+            " where that costs no extra pass over the weights",
+            "0|1",
+        ),
+    )
+    admit_late: bool = field(
+        default=False,
+        metadata=_meta(
+            _flag,
+            "let requests that arrive while a step's prompts compute join that step's decode"
+            " call (a budget of their own when nothing was waiting)",
+            "0|1",
+        ),
+    )
     shortest_first: bool = field(
         default=True,
         metadata=_meta(
@@ -307,6 +325,8 @@ class Settings:
             kv_unified=self.kv_unified,
             split_prompts=self.split_prompts,
             prompts_first=self.prompts_first,
+            prompt_per_call=self.prompt_per_call,
+            admit_late=self.admit_late,
             shortest_first=self.shortest_first,
             overlap_output=self.overlap_output,
         )
