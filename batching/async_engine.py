@@ -209,7 +209,6 @@ class AsyncEngine:
         while True:
             kind, arg = cmd
             if kind == "stop":
-                self._stopping = True
                 return False
             if kind == "add":
                 self._engine.add(arg)

@@ -30,10 +30,10 @@ class EngineConfig:
     prompts_first: bool = True
     # Each prompt that a step finishes runs in a llama_decode of its own, shortest first,
     # where that costs no extra pass over the weights (Engine.step says why).
-    prompt_per_call: bool = False
-    # Requests that arrive while a step's prompts compute join the rest of that step
-    # (Engine.step says why).
-    admit_late: bool = False
+    prompt_per_call: bool = True
+    # Requests sent while a step's prompts compute may join that step's later calls, when
+    # the engine is given a poll (Engine.step says why).
+    admit_late: bool = True
     # The waiting request with the shortest prompt is admitted first, aged by its wait
     # (Scheduler.schedule says why); False admits in arrival order.
     shortest_first: bool = True

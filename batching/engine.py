@@ -139,6 +139,26 @@ class Engine:
         included (about 16-27 ms of a 7B model's step on the H200 with 64 streams). A step is
         split only where llama.cpp cuts it into as many passes over the weights either way
         (`_split_is_free`); `prompts_first=False` keeps one call.
+
+        NOTE: each prompt the step finishes gets a llama_decode of its own, shortest first,
+        where that makes no more passes either (two prompts in neighbouring slots can share
+        one); a short prompt's first token then goes out without waiting for the longer ones.
+        `prompt_per_call=False` runs them in one call.
+
+        NOTE: with `poll` (AsyncEngine takes the requests and aborts sent meanwhile), the step
+        plans its decode call again after its prompt calls, and admits what arrived: waiting
+        prompts that fit whole into what the step left of its `n_batch` budget, or into a
+        budget of their own if nothing was waiting when the step began. In a closed loop a
+        client sends its next request just after its last token goes out, which is when the
+        next step's first llama_decode starts; the request missed that step's plan and waited
+        for all of it, a prompt call of up to about 90 ms and the decode call on the H200.
+        With a backlog, late arrivals take only the leftover, so a wave of requests is not
+        admitted faster than before; in the policy simulator a whole budget for them whatever
+        the queue held synchronised the equal-length rows into waves (TTFT p50 5-7x). On the
+        H200 (BENCHMARKS.md, runs 16-20) both NOTEs together took the mixed-length TTFT p50
+        from 169 to 137 ms in one run (llama-server 141; 146-156 against 138-148 in three
+        more runs) and long-tailed from 88 to 64 ms, throughput within 2% on every row.
+        `admit_late=False` admits only when a step is planned.
         """
         outputs = self._step(emit, poll)
         if emit is None or not self._overlap:

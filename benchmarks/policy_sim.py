@@ -11,7 +11,7 @@ ends (it then waits for the step after the one running). Absolute numbers are of
 measure the winner on the GPU.
 
     python benchmarks/policy_sim.py [--workloads mixed lognormal] [--fifo] [--split] [--one-call]
-        [--per-call] [--late]
+        [--one-prompt-call] [--step-start-only]
 """
 
 from __future__ import annotations
@@ -157,8 +157,8 @@ VARIANTS = {
     "fifo": ("shortest_first", False, "admission in arrival order"),
     "split": ("split_prompts", True, "--split-prompts 1: new prompts fill the budget"),
     "one_call": ("prompts_first", False, "--prompts-first 0: prompts and decodes in one call"),
-    "per_call": ("prompt_per_call", True, "--prompt-per-call 1: a call per finishing prompt"),
-    "late": ("admit_late", True, "--admit-late 1: arrivals join the step's decode call"),
+    "one_prompt_call": ("prompt_per_call", False, "--prompt-per-call 0: one call for prompts"),
+    "step_start_only": ("admit_late", False, "--admit-late 0: no admission mid-step"),
 }
 
 

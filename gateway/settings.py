@@ -134,7 +134,7 @@ class Settings:
         ),
     )
     prompt_per_call: bool = field(
-        default=False,
+        default=True,
         metadata=_meta(
             _flag,
             "run each prompt a step finishes in a llama_decode of its own, shortest first,"
@@ -143,7 +143,7 @@ class Settings:
         ),
     )
     admit_late: bool = field(
-        default=False,
+        default=True,
         metadata=_meta(
             _flag,
             "let requests that arrive while a step's prompts compute join that step's decode"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from batching.async_engine import AsyncEngine
 from batching.config import EngineConfig
 from batching.engine import Engine, EngineUnavailableError, QueueFullError
-from batching.outputs import StepOutput
+from batching.outputs import SchedulerOutput, StepOutput
 from batching.params import SamplingParams
 from tests.batching.fake_runner import FakeRunner
 
@@ -86,5 +87,71 @@ def test_abort_all_ends_every_open_stream_with_the_reason() -> None:
             assert engine.stats().slots_busy == 0
         finally:
             engine.shutdown()
+
+    asyncio.run(scenario())
+
+
+class _GatedRunner(FakeRunner):
+    """A FakeRunner that, once armed, holds its next prompt-only call until released."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.armed, self.entered, self.release = False, threading.Event(), threading.Event()
+
+    def forward(self, out: SchedulerOutput) -> int:
+        if self.armed and out.prefill and not out.decode:
+            self.armed = False
+            self.entered.set()
+            self.release.wait(timeout=5)
+        return super().forward(out)
+
+
+def _gated(n_slots: int = 4) -> tuple[AsyncEngine, _GatedRunner]:
+    runner = _GatedRunner(n_ctx=4096, n_slots=n_slots)
+    config = EngineConfig(model_path=Path("fake"), n_slots=n_slots, n_ctx=4096, max_queue=8)
+    return AsyncEngine(Engine(runner, config)), runner
+
+
+def test_a_request_sent_while_a_prompt_computes_joins_that_step() -> None:
+    async def scenario() -> None:
+        engine, runner = _gated()
+        engine.start()
+        try:
+            old = engine.submit("old", PROMPT, ENDLESS)
+            await old.__anext__()  # old decodes from now on
+            runner.armed = True
+            engine.submit("a", [1, 8, 9, 10, 11, 12], ENDLESS)
+            await asyncio.to_thread(runner.entered.wait, 5)  # a's prompt call is running
+            late = engine.submit("late", [1, 20, 21], ENDLESS)
+            runner.release.set()
+            await late.__anext__()
+            batches = list(runner.batches)
+            a_call = next(i for i, b in enumerate(batches) if b.num_prefill == 6)
+            # late's prompt runs right after a's, before the step's decode call
+            assert (batches[a_call + 1].num_decode, batches[a_call + 1].num_prefill) == (0, 3)
+            assert batches[a_call + 2].num_decode == 3
+        finally:
+            runner.release.set()
+            engine.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_that_arrives_mid_step_still_stops_the_engine_thread() -> None:
+    async def scenario() -> None:
+        engine, runner = _gated()
+        engine.start()
+        old = engine.submit("old", PROMPT, ENDLESS)
+        await old.__anext__()
+        runner.armed = True
+        engine.submit("a", [1, 8, 9, 10, 11, 12], ENDLESS)
+        await asyncio.to_thread(runner.entered.wait, 5)
+        engine._commands.put(("stop", None))  # what shutdown() sends, taken by the poll
+        runner.release.set()
+        thread = engine._thread
+        assert thread is not None
+        await asyncio.to_thread(thread.join, 5)
+        assert not thread.is_alive()
+        engine.shutdown()
 
     asyncio.run(scenario())

@@ -142,21 +142,22 @@ def test_a_split_step_runs_prompts_without_fillers_then_decodes_without_prompts(
     n_cells: int | None, seed: int, split_prompts: bool
 ) -> None:
     runner, steps = _steps(n_cells, seed, split_prompts)
-    split = [s for s in steps if len(s) == 2]
+    split = [s for s in steps if len(s) >= 2]
     assert split, "no step was split"
     for batches in steps:
-        assert len(batches) <= 2
         for batch in batches[:-1]:  # once a batch with decode tokens ran, the step is over
             assert batch.num_decode == 0
-    for prompts, decodes in split:
-        assert len(prompts.tokens) == prompts.num_prefill  # no filler among the prompts
+    for *prompts, decodes in split:
+        for call in prompts:
+            assert len(call.tokens) == call.num_prefill  # no filler among the prompts
         assert decodes.num_prefill == 0 and decodes.num_decode > 0
     if n_cells is not None:
         assert runner.num_full > 0  # the KV cache did fill up, and the step still held
 
 
 def test_two_prompts_around_a_decoding_slot_get_no_filler_between_them() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=64, shortest_first=False)
+    # one call for both prompts (with a call each, no call could hold a filler between them)
+    engine, runner = _engine(n_slots=4, n_batch=64, shortest_first=False, prompt_per_call=False)
     for i, answer in enumerate([30, 1, 30, 1]):  # r1 and r3 end on their first token
         _add(engine, f"r{i}", _prompt(10 * i, 6), SamplingParams(max_tokens=answer, seed=i))
     engine.step()

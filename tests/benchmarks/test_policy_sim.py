@@ -14,7 +14,7 @@ def test_a_ubatch_costs_what_the_step_profile_measured_and_grows_with_its_tokens
 
 def test_a_closed_loop_serves_every_request_in_full_and_measures_its_first_token() -> None:
     module = load_script("policy_sim")
-    sim = module.Sim("fixed", n_batch=1024, n_ubatch=512, fifo=False, seed=0)
+    sim = module.Sim("fixed", n_batch=1024, n_ubatch=512, seed=0)
     ttft, tokens, wall = sim.phase(16)
     assert len(ttft) == 16 and tokens == 16 * 128
     # 16 prompts of 256 tokens at once, 1,024 a step: the first four get a token after one step

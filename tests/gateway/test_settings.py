@@ -76,9 +76,12 @@ def test_engine_config_mirrors_the_flags() -> None:
     assert not config.split_prompts
     assert parse(["--model", "m.gguf", "--split-prompts", "1"]).engine_config().split_prompts
     assert config.prompts_first and config.shortest_first and config.overlap_output
+    assert config.prompt_per_call and config.admit_late
     off = ["--prompts-first", "0", "--shortest-first", "no", "--overlap-output", "off"]
+    off += ["--prompt-per-call", "0", "--admit-late", "false"]
     config = parse(["--model", "m.gguf", *off]).engine_config()
     assert not (config.prompts_first or config.shortest_first or config.overlap_output)
+    assert not (config.prompt_per_call or config.admit_late)
     env = Settings.from_env({"LLM_GATEWAY_OVERLAP_OUTPUT": "0", "LLM_GATEWAY_MODEL": "m.gguf"})
     assert not env.engine_config().overlap_output
     assert settings.model_name == "m"  # the file name when no --served-model-name
