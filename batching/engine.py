@@ -148,16 +148,22 @@ class Engine:
         NOTE: with `poll` (AsyncEngine takes the requests and aborts sent meanwhile), the step
         plans its decode call again after its prompt calls, and admits what arrived: waiting
         prompts that fit whole into what the step left of its `n_batch` budget, or into a
-        budget of their own if nothing was waiting when the step began. In a closed loop a
-        client sends its next request just after its last token goes out, which is when the
-        next step's first llama_decode starts; the request missed that step's plan and waited
-        for all of it, a prompt call of up to about 90 ms and the decode call on the H200.
+        budget of their own if nothing was left waiting once the step was planned (where that
+        costs no extra pass, they get prompt calls of their own before the decode call). In a
+        closed loop a client sends its next request just after its last token goes out, which
+        is when the next step's first llama_decode starts; the request missed that step's plan
+        and waited for all of it, a prompt call of up to about 90 ms and the decode call on
+        the H200.
         With a backlog, late arrivals take only the leftover, so a wave of requests is not
         admitted faster than before; in the policy simulator a whole budget for them whatever
         the queue held synchronised the equal-length rows into waves (TTFT p50 5-7x). On the
         H200 (BENCHMARKS.md, runs 16-20) both NOTEs together took the mixed-length TTFT p50
         from 169 to 137 ms in one run (llama-server 141; 146-156 against 138-148 in three
-        more runs) and long-tailed from 88 to 64 ms, throughput within 2% on every row.
+        more runs) and long-tailed from 88 to 64 ms, throughput within 2% on every row. The
+        equal-length rows' TTFT p50, bimodal between runs, went up in that run (c64 208 to
+        239 ms, greedy chat 198 to 236) and down on sampled chat (304 to 282), their means
+        down on all three (c64 461 to 432, chat 627-633 to 586-588), and it stayed below
+        llama-server's in all four runs.
         `admit_late=False` admits only when a step is planned.
         """
         outputs = self._step(emit, poll)
@@ -173,13 +179,17 @@ class Engine:
         if planned.is_empty:
             self.runner.apply_kv_ops(planned.kv_ops)  # fork copies queued by the last step
             return self._take_held() + self.scheduler.take_outputs()
-        # what late arrivals may take (NOTE in step): a budget of their own if nobody waits
+        # what late arrivals may take (NOTE in step): a budget of their own if nobody is left
+        # waiting once the step is planned
         late = self.config.n_batch
         if self.scheduler.waiting:
             late -= planned.num_tokens
         outputs: list[StepOutput] = []
         while calls := self._prompt_calls(planned):
             for call in calls:
+                # fork copies queued by an earlier call: made before this one can evict their
+                # source (the parent's slot, if the parent ended on its first token)
+                call.kv_ops += self.scheduler.take_kv_ops()
                 outs, ran = self._run(call, start, emit)
                 if ran is None or ran.decode:  # failed, or the KV cache was full and all ran
                     return outputs + outs
@@ -196,7 +206,8 @@ class Engine:
                 late -= planned.num_tokens - len(planned.decode)
             else:
                 planned = self.scheduler.schedule(admit=False, prompts=False)
-            if planned.is_empty:  # the new sequences all ended on their first token
+            if planned.is_empty:  # the new sequences ended on their first token (or aborted)
+                self.runner.apply_kv_ops(planned.kv_ops)  # their forks' copies
                 return self._take_held() + outputs + self.scheduler.take_outputs()
         return outputs + self._run(planned, start, emit)[0]
 
@@ -215,7 +226,7 @@ class Engine:
         return held
 
     def _split_is_free(self, planned: SchedulerOutput, calls: list[SchedulerOutput]) -> bool:
-        """The prompts' call and the decodes' call make no more passes over the weights than
+        """The prompt calls and the decodes' call make no more passes over the weights than
         the whole step would: not so with a unified KV cache (llama.cpp packs prompt and
         decode tokens into the same ubatches) or a prompt with one token left to compute
         (it rides in the decode tokens' pass). The decodes' call has one token for every
@@ -290,7 +301,7 @@ class Engine:
                     self.runner.clear_slot(slot_id)
                     self.slots.forget(slot_id)
             elif rc == 1:
-                for slot_id in self.scheduler.fail_newest(out):
+                for slot_id in self.scheduler.fail_newest():
                     self.runner.clear_slot(slot_id)
             else:
                 self._fail_all(out, f"llama_decode failed with code {rc}")

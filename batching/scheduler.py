@@ -85,6 +85,11 @@ class Scheduler:
         for seq in [s for s in self.running if s.request_id == request_id]:
             self._finish(seq, SequenceStatus.FINISHED_ABORTED)
 
+    def take_kv_ops(self) -> list[KvOp]:
+        """KV edits queued since the last plan (fork copies), for the next llama_decode."""
+        ops, self._kv_ops = self._kv_ops, []
+        return ops
+
     def take_outputs(self) -> list[StepOutput]:
         """Outputs of sequences that finished between steps (aborts, prompts that cannot fit)."""
         outs, self._outputs = self._outputs, []
@@ -150,11 +155,9 @@ class Scheduler:
         if admit and budget > 0 and self.shortest_first and self.slots.num_free:
             self._order_waiting()
         while admit and budget > 0 and self.waiting and self._can_admit(self.waiting[0]):
-            if (
-                (out.prefill or late is not None)
-                and not self.split_prompts
-                and self._to_compute(self.waiting[0]) > budget
-            ):
+            if (late is not None or (out.prefill and not self.split_prompts)) and self._to_compute(
+                self.waiting[0]
+            ) > budget:
                 break  # it starts next step, where it can finish
             group = self.waiting.popleft()
             for seq in group:
@@ -187,10 +190,10 @@ class Scheduler:
             outputs.append(self._append_token(seq, tokens[i], lp))
         return outputs
 
-    def fail_newest(self, out: SchedulerOutput) -> list[int]:
-        """The KV cache is full: stop the most recently admitted request; return its slots."""
-        seqs = out.decode + [c.seq for c in out.prefill]
-        victim = max(seqs, key=lambda s: s.admit_time or 0.0)
+    def fail_newest(self) -> list[int]:
+        """The KV cache is full: stop the most recently admitted request, whichever call of
+        the step it is in; return its slots."""
+        victim = max(self.running, key=lambda s: s.admit_time or 0.0)
         freed = []
         for seq in [s for s in self.running if s.request_id == victim.request_id]:
             assert seq.slot_id is not None

@@ -147,7 +147,7 @@ class Metrics:
         self.seqs_per_step = h(
             "gateway_step_sequences",
             "Sequences in one llama_decode (a step that finishes prompts while others decode"
-            " makes two: the prompts, then the decodes).",
+            " makes several: one per finishing prompt, then the decodes).",
             SEQS_PER_STEP_BUCKETS,
         )
         self.step_duration = h(

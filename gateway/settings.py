@@ -146,8 +146,8 @@ class Settings:
         default=True,
         metadata=_meta(
             _flag,
-            "let requests that arrive while a step's prompts compute join that step's decode"
-            " call (a budget of their own when nothing was waiting)",
+            "let requests that arrive while a step's prompts compute join that step (into its"
+            " leftover budget, or a budget of their own when nothing was left waiting)",
             "0|1",
         ),
     )

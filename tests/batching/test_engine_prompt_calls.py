@@ -165,3 +165,69 @@ def test_the_tokens_do_not_depend_on_the_prompt_calls_or_when_a_request_joined(
     assert one_call == per_call == late
     assert len(one_call) == 24 + 8
     assert num_late > 0  # some requests did join a step mid-way
+
+
+ONE = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
+
+
+def test_a_forks_copy_is_made_when_a_mid_step_abort_leaves_nothing_to_decode() -> None:
+    engine, runner = _engine(n_slots=4, n_batch=64)
+    _add(engine, "old", _prompt(0, 6), LONG)
+    _add(engine, "x1", _prompt(30, 24), ONE)
+    _add(engine, "x2", _prompt(45, 24), ONE)  # slots 1 and 2 keep x1's and x2's prompts
+    while engine.scheduler.waiting or len(engine.scheduler.running) > 1:
+        engine.step()
+    prompt = _prompt(10, 20)
+    _add(engine, "f", prompt, ONE, n=2)  # both choices end on their first token
+    engine.step(poll=lambda: engine.abort("old"))  # old's client leaves mid-step
+    assert not engine.scheduler.running
+    for slot in engine.slots.slots:  # what the table says a slot holds, its cells hold
+        assert runner.tokens_of(slot.slot_id)[: len(slot.cached)] == slot.cached
+    assert [s.cached[:20] for s in engine.slots.slots].count(prompt) == 2  # f's two slots
+
+
+def test_a_full_cache_in_a_later_prompt_call_keeps_a_forks_copy() -> None:
+    # A's first choice stops on its first token in A's call; B's call then finds the cache
+    # full and evicts idle slots: A's fork must have its copy of A's prompt by then
+    runner = FakeRunner(n_slots=4, peak=0.0, n_cells=25)
+    engine, _ = _engine(runner, n_slots=4, n_batch=64, n_ctx=256, admit_late=False)
+    _add(engine, "old", _prompt(0, 6), LONG)
+    engine.step()
+    stops = SamplingParams(temperature=1.0, seed=3, max_tokens=4, stop_token_ids=[53])
+    _add(engine, "A", _prompt(20, 8), stops, n=2)
+    _add(engine, "B", _prompt(40, 12), LONG)
+    outs = engine.step()  # the fake runner asserts that every copy finds its source
+    assert runner.num_full > 0
+    ends = {(o.request_id, o.index): o.finish_reason for o in outs if o.finish_reason}
+    assert ends == {("A", 0): "stop", ("B", 0): "error"}  # B, the newest, makes room
+
+
+def test_a_full_cache_stops_the_newest_request_whichever_call_it_is_in() -> None:
+    now = [0.0]
+    runner = FakeRunner(n_slots=4, n_cells=48)
+    engine, _ = _engine(runner, n_slots=4, n_batch=32, n_ctx=256, admit_late=False)
+    engine.scheduler.clock = lambda: now[0]
+    _add(engine, "old", _prompt(0, 6), LONG)
+    engine.step()
+    now[0] += 1
+    _add(engine, "L", _prompt(20, 40), LONG)
+    engine.step()  # 31 of L's 40 tokens
+    now[0] += 1
+    _add(engine, "S", _prompt(50, 4), LONG)
+    outs = engine.step()  # S's call, then L's last 9 tokens: the cache is full there
+    assert _composition(runner)[-2:] == [(0, 4), (1, 9)]
+    assert [(o.request_id, o.finish_reason) for o in outs if o.finish_reason] == [("S", "error")]
+
+
+def test_with_split_prompts_a_late_arrival_still_starts_only_if_it_finishes() -> None:
+    engine, runner = _decoding(split_prompts=True)
+    _add(engine, "a", _prompt(20, 12), LONG)
+    sent: list[str] = []
+
+    def poll() -> None:
+        if not sent:
+            sent.append("late")
+            _add(engine, "late", _prompt(40, 40), LONG)  # more than the 19 tokens left
+
+    engine.step(poll=poll)
+    assert _composition(runner)[1:] == [(0, 12), (2, 0)]
