@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from gateway.errors import APIError, clip
+from gateway.errors import CLIENT_CLOSED, APIError, clip
 from gateway.workers import Workers
 
 M = TypeVar("M", bound=BaseModel)
@@ -28,7 +28,10 @@ async def parse_body(request: Request, model: type[M], workers: Workers | None =
     """The request's JSON body as `model`; a 400 envelope for anything else. A large body is
     parsed in `workers`: parsing a 4 MB body takes tens of milliseconds, which on the event
     loop would stall every other stream and /health for as long."""
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect as e:  # gone before its body arrived: a 499, not a server error
+        raise APIError(CLIENT_CLOSED, "the client closed the connection during the body") from e
     if workers is not None and len(raw) > LARGE_BODY:
         return await workers.run(parse_json, raw, model)
     return parse_json(raw, model)

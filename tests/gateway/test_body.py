@@ -219,3 +219,15 @@ async def test_a_seed_beyond_64_bits_is_a_400_naming_seed() -> None:
         body = '{"prompt": "x", "seed": 99999999999999999999999}'
         r = await client.post("/v1/completions", content=body, headers=JSON)
     assert r.status_code == 400 and r.json()["error"]["param"] == "seed"
+
+
+async def test_a_client_gone_before_its_body_arrived_is_a_499_not_a_500() -> None:
+    sent = [{"type": "http.request", "body": b'{"prompt": "ab', "more_body": True}]
+
+    async def receive() -> dict[str, Any]:  # part of the body, then the client is gone
+        return sent.pop(0) if sent else {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": []}
+    with pytest.raises(body_module.APIError) as caught:
+        await body_module.parse_body(Request(scope, receive), CompletionRequest)
+    assert caught.value.status == 499
