@@ -21,6 +21,10 @@
 #                             96 (more conversations than slots), gateway and llama-server side
 #                             by side: how long each keeps a conversation's prompt cached
 #                                                                       (<= 5 min, not run yet)
+#   PROFILE=mixed BENCH_DEADLINE=450 benchmarks/gpu.sh bench
+#                             the mixed-length row only, for the gateway and llama-server side by
+#                             side: three seeds of 256 requests and one run of 1,024, so that a
+#                             TTFT p50 difference of 10% is not one call's noise   (<= 8 min, not run yet)
 #   PROFILE=quick BENCH_DEADLINE=330 benchmarks/gpu.sh bench
 #                             the rows that matter most (greedy and sampled chat, mixed and
 #                             long-tailed lengths), batch invariance, the step profile     (<= 5.5 min)
@@ -288,6 +292,16 @@ workloads() {
     done
     return 0
   fi
+  if [[ $profile == mixed ]]; then # the mixed row, often enough to tell a 10% TTFT difference
+    local seed
+    for seed in 23 33 43; do
+      bench "$s" "$p" mixed-c64-s$seed 120 --workload mixed --prompt-len-range 64 1000 \
+        --output-len-range 16 256 "${c64[@]}" --seed $seed
+    done
+    bench "$s" "$p" mixed-c64-n1024 300 --workload mixed --prompt-len-range 64 1000 \
+      --output-len-range 16 256 --concurrency 64 --num-requests 1024 --warmup 64 --seed 53
+    return 0
+  fi
   if [[ $profile == cache ]]; then # chats that grow; then more conversations than slots
     local conv=(--workload conversations --prefix-len 300 --suffix-len 32 --output-len 64 --turns 4)
     bench "$s" "$p" conversations-c64 120 "${conv[@]}" --concurrency 64 --num-requests 256 \
@@ -371,8 +385,8 @@ lane() {
   CUDA_VISIBLE_DEVICES=$gpu "$@"
 }
 
-http_rows_only() { [[ $PROFILE == rate || $PROFILE == ceiling || $PROFILE == cache ]]; } # no profiles
-llama_server_only() { [[ $PROFILE == quick || $PROFILE == rate || $PROFILE == cache ]]; } # on lane 2
+http_rows_only() { [[ $PROFILE =~ ^(rate|ceiling|cache|mixed)$ ]]; } # no profiles
+llama_server_only() { [[ $PROFILE =~ ^(quick|rate|cache|mixed)$ ]]; } # on lane 2
 
 ours_lane() { # step profile, then our gateway over every workload
   if [[ $PROFILE == ab ]]; then # the engine's settings side by side, then the HTTP rows
