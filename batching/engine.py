@@ -153,18 +153,17 @@ class Engine:
         closed loop a client sends its next request just after its last token goes out, which
         is when the next step's first llama_decode starts; the request missed that step's plan
         and waited for all of it, a prompt call of up to about 90 ms and the decode call on
-        the H200.
-        With a backlog, late arrivals take only the leftover, so a wave of requests is not
-        admitted faster than before; in the policy simulator a whole budget for them whatever
-        the queue held synchronised the equal-length rows into waves (TTFT p50 5-7x). On the
-        H200 (BENCHMARKS.md, runs 16-20) both NOTEs together took the mixed-length TTFT p50
-        from 169 to 137 ms in one run (llama-server 141; 146-156 against 138-148 in three
-        more runs) and long-tailed from 88 to 64 ms, throughput within 2% on every row. The
-        equal-length rows' TTFT p50, bimodal between runs, went up in that run (c64 208 to
-        239 ms, greedy chat 198 to 236) and down on sampled chat (304 to 282), their means
-        down on all three (c64 461 to 432, chat 627-633 to 586-588), and it stayed below
-        llama-server's in all four runs.
-        `admit_late=False` admits only when a step is planned.
+        the H200. With a backlog, late arrivals take only the leftover, so a wave of requests
+        is not admitted faster than before; in the policy simulator a whole budget for them
+        whatever the queue held synchronised the equal-length rows into waves (TTFT p50
+        5-7x). On the H200 (BENCHMARKS.md, runs 16-20) both NOTEs together took the
+        mixed-length TTFT p50 from 169 to 137 ms in one run (llama-server 141; 146-156
+        against 138-148 in three more runs) and long-tailed from 88 to 64 ms, throughput
+        within 2% on every row. The equal-length rows' TTFT p50, bimodal between runs, went
+        up in that run (c64 208 to 239 ms, greedy chat 198 to 236) and down on sampled chat
+        (304 to 282), their means down on all three (c64 461 to 432, chat 627-633 to
+        586-588), and it stayed below llama-server's in all four runs. `admit_late=False`
+        admits only when a step is planned.
         """
         outputs = self._step(emit, poll)
         if emit is None or not self._overlap:
