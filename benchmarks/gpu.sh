@@ -24,7 +24,8 @@
 #   PROFILE=mixed BENCH_DEADLINE=450 benchmarks/gpu.sh bench
 #                             the mixed-length row only, for the gateway and llama-server side by
 #                             side: three seeds of 256 requests and one run of 1,024, so that a
-#                             TTFT p50 difference of 10% is not one call's noise   (<= 8 min, not run yet)
+#                             TTFT p50 difference of 10% is not one call's noise
+#                             (not run yet; about 6-8 min estimated from runs 16-20's row times)
 #   PROFILE=quick BENCH_DEADLINE=330 benchmarks/gpu.sh bench
 #                             the rows that matter most (greedy and sampled chat, mixed and
 #                             long-tailed lengths), batch invariance, the step profile     (<= 5.5 min)
