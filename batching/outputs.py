@@ -118,6 +118,7 @@ class StepOutput:
     num_cached_tokens: int = 0
     num_output_tokens: int = 0
     queue_s: float | None = None  # set on a sequence's first output: submit -> slot
+    prefill_s: float | None = None  # set with its first token: slot -> first token sampled
     logprobs: list[TokenLogprob] | None = None
 
     @property

@@ -294,10 +294,13 @@ class Scheduler:
         token_ids: list[int],
         lps: list[TokenLogprob] | None,
     ) -> StepOutput:
-        queue_s = None
+        queue_s = prefill_s = None
         if not seq.has_reported_queue and seq.admit_time is not None:
             seq.has_reported_queue = True
             queue_s = seq.admit_time - seq.arrival_time
+        if token_ids and not seq.has_reported_prefill and seq.admit_time is not None:
+            seq.has_reported_prefill = True
+            prefill_s = self.clock() - seq.admit_time
         return StepOutput(
             request_id=seq.request_id,
             index=seq.index,
@@ -307,6 +310,7 @@ class Scheduler:
             num_cached_tokens=seq.num_cached_tokens,
             num_output_tokens=len(seq.output_ids),
             queue_s=queue_s,
+            prefill_s=prefill_s,
             logprobs=lps,
         )
 

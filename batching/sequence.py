@@ -64,6 +64,7 @@ class Sequence:
     admit_time: float | None = None
     error: str | None = None
     has_reported_queue: bool = False
+    has_reported_prefill: bool = False
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -70,10 +70,17 @@ def draw(rng: random.Random, workload: str) -> tuple[int, int]:
 
 class Sim:
     def __init__(
-        self, workload: str, n_batch: int, n_ubatch: int, seed: int, **config: bool
+        self,
+        workload: str,
+        n_batch: int,
+        n_ubatch: int,
+        seed: int,
+        client_s: float = 0.003,
+        **config: bool,
     ) -> None:
         """`config`: EngineConfig fields to set (split_prompts, admit_late, ...)."""
         self.rng = random.Random(seed)
+        self.client_s = client_s  # from a request's last token to its client's next request
         self.workload = workload
         self.n_ubatch = n_ubatch
         self.runner = FakeRunner(n_ctx=1280, n_slots=64, n_ubatch=n_ubatch)
@@ -132,7 +139,7 @@ class Sim:
                     done += 1
                     ttft.append(first[out.request_id])
                     if left > 0:
-                        arrivals.append(self.now + 0.003)
+                        arrivals.append(self.now + self.client_s)
 
         def poll() -> None:
             """The requests that arrived by now (between steps, or mid-step)."""
@@ -169,6 +176,10 @@ def main() -> None:
     for flag, (_, _, what) in VARIANTS.items():
         ap.add_argument(f"--{flag.replace('_', '-')}", action="store_true", help=f"also {what}")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--client-ms", type=float, default=3.0,
+        help="from a request's last token going out to its client's next request arriving",
+    )  # fmt: skip
     args = ap.parse_args()
     flags = [flag for flag in VARIANTS if getattr(args, flag)]
     for workload in args.workloads:
@@ -177,7 +188,7 @@ def main() -> None:
             for on in itertools.product([False, True], repeat=len(flags)):
                 chosen = [flag for flag, yes in zip(flags, on, strict=True) if yes]
                 config = {VARIANTS[flag][0]: VARIANTS[flag][1] for flag in chosen}
-                sim = Sim(workload, n_batch, n_ubatch, args.seed, **config)
+                sim = Sim(workload, n_batch, n_ubatch, args.seed, args.client_ms / 1000, **config)
                 sim.phase(64)  # the warm-up, drained
                 ttft, tokens, wall = sim.phase(256)
                 q = sorted(ttft)

@@ -19,6 +19,7 @@ import aiohttp
 from tqdm import tqdm
 
 from gateway.bench_client import RequestResult, send_request
+from gateway.bench_server import format_view, scrape, server_view
 from gateway.bench_stats import format_table, summarize
 from gateway.bench_workload import (
     PROMPT_FORMATS,
@@ -176,6 +177,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         if warmup:
             await closed_loop(send, warmup, args.concurrency, lambda: None)
+        before = await scrape(session, args.base_url)
         bar = tqdm(
             total=len(measured),
             desc=args.label or "bench",
@@ -191,8 +193,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results = await closed_loop(send, measured, args.concurrency, bar.update)
         wall_s = time.perf_counter() - start
         bar.close()
+        server = server_view(before, await scrape(session, args.base_url)) if before else None
     summary = summarize(results, wall_s)
-    return {"label": args.label, "config": _config(args, url), "summary": summary}
+    return {"label": args.label, "config": _config(args, url), "summary": summary, "server": server}
 
 
 def main(argv: list[str]) -> int:
@@ -213,6 +216,8 @@ def main(argv: list[str]) -> int:
         parser.error("--workload conversations runs in a closed loop: each turn waits for the last")
     report = asyncio.run(run(args))
     print(format_table(report["summary"], args.label), flush=True)
+    if report["server"]:
+        print(format_view(report["server"]), flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

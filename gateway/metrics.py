@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Latencies of LLM serving span a few milliseconds (a cached prompt's first token) to minutes
-# (a long generation behind a full queue).
+# (a long generation behind a full queue); 10 ms apart between 20 and 160 ms, where a GPU's time
+# to first token lies, so that a quantile read from the buckets (histogram_quantile, or
+# `llm-gateway bench`'s server-side view) is within a few milliseconds there.
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11,
+    0.12, 0.13, 0.14, 0.15, 0.16, 0.18, 0.2, 0.225, 0.25, 0.3, 0.4, 0.5, 0.75,
     1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
 # One decode step: about 10 ms for a 7B model on a GPU, up to seconds on a small CPU.
@@ -135,6 +138,12 @@ class Metrics:
         )
         self.queue_time = h(
             "gateway_request_queue_seconds", "Time a sequence waited for a slot.", LATENCY_BUCKETS
+        )
+        self.prefill_time = h(
+            "gateway_request_prefill_seconds",
+            "Time from a sequence's slot to its first token: its prompt's compute, and the"
+            " llama_decode calls of the others that ran before and with it.",
+            LATENCY_BUCKETS,
         )
         self.prompt_length = h(
             "gateway_request_prompt_tokens", "Prompt length of requests.", TOKEN_COUNT_BUCKETS
@@ -236,6 +245,8 @@ class RequestTrace:
             seq = self._seqs[(out.request_id, out.index)] = _SeqState()
         if out.queue_s is not None:  # set on a sequence's first output only
             m.queue_time.observe(out.queue_s)
+        if out.prefill_s is not None:  # set with a sequence's first token
+            m.prefill_time.observe(out.prefill_s)
         if out.token_ids:
             if not self._has_first_token:
                 self._has_first_token = True

@@ -100,3 +100,17 @@ def test_a_request_is_passed_only_by_those_that_arrived_within_max_hold() -> Non
     clock.now = MAX_HOLD_S + 0.01
     _add(engine, "late", _prompt(9, 5), ONE)
     assert _admitted(engine) == ["huge", "late"]
+
+
+def test_the_prefill_time_runs_from_the_slot_to_the_first_token() -> None:
+    clock = Clock()
+    engine = _engine(clock)  # a 64-token budget: the 100-token prompt takes two steps
+    _add(engine, "long", _prompt(0, 100), SamplingParams(max_tokens=2, ignore_eos=True))
+    clock.now = 1.0
+    assert engine.step() == []  # admitted at 1.0, the first 64 tokens computed
+    clock.now = 1.5
+    first = engine.step()
+    clock.now = 2.0
+    second = engine.step()
+    assert [(o.queue_s, o.prefill_s) for o in first] == [(1.0, 0.5)]
+    assert [o.prefill_s for o in second] == [None]

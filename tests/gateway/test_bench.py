@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -22,6 +23,8 @@ from starlette.routing import Route
 
 from gateway.bench import closed_loop, main
 from gateway.bench_client import RequestResult, SSEDecoder
+from gateway.bench_server import HISTOGRAMS, parse, server_view
+from gateway.bench_server import Histogram as Scraped
 from gateway.bench_stats import describe_ms, percentile, summarize
 from gateway.bench_workload import (
     TOKEN_HIGH,
@@ -45,8 +48,24 @@ class FakeServer:
             routes=[
                 Route("/v1/completions", self.complete, methods=["POST"]),
                 Route("/v1/chat/completions", self.complete, methods=["POST"]),
+                Route("/metrics", self.metrics),
             ]
         )
+        # like the gateway's when set: every request observes 40 ms queue + 60 ms prefill
+        self.registry: CollectorRegistry | None = None
+        self.histograms: dict[str, Histogram] = {}
+
+    def serve_metrics(self, on: bool) -> None:
+        self.registry = CollectorRegistry() if on else None
+        self.histograms = {}
+        for name, family in HISTOGRAMS.items() if on else ():
+            base = family.removesuffix("_seconds")
+            self.histograms[name] = Histogram(base, "", unit="seconds", registry=self.registry)
+
+    async def metrics(self, request: Request) -> Response:
+        if self.registry is None:
+            return Response("not found", status_code=404)
+        return Response(generate_latest(self.registry), media_type="text/plain")
 
     async def complete(self, request: Request) -> Response:
         payload = await request.json()
@@ -56,6 +75,9 @@ class FakeServer:
             model = ("ok", *FAILURES)[(len(self.payloads) - 1) % (1 + len(FAILURES))]
         if model == "http500":
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+        for name, seconds in (("queue", 0.04), ("prefill", 0.06), ("ttft", 0.1)):
+            if name in self.histograms:
+                self.histograms[name].observe(seconds)
         return StreamingResponse(self.chunks(model, payload), media_type="text/event-stream")
 
     async def chunks(self, model: str, payload: dict[str, Any]) -> AsyncIterator[str]:
@@ -306,7 +328,8 @@ def test_json_report_and_table(
 ) -> None:
     _, url = fake
     report = _run(url, tmp_path, "--model", "ok", "--num-requests", "2", "--label", "gw_c1")
-    assert set(report) == {"label", "config", "summary"} and report["label"] == "gw_c1"
+    assert set(report) == {"label", "config", "summary", "server"} and report["label"] == "gw_c1"
+    assert report["server"] is None  # a server without the gateway's metrics has no view
     assert report["config"]["workload"] == "fixed" and report["config"]["concurrency"] == 1
     for key in ("output_tok_s", "requests_s", "num_errors", "errors", "wall_s"):
         assert key in report["summary"]
@@ -314,3 +337,52 @@ def test_json_report_and_table(
         assert set(report["summary"][metric]) == {"mean", "p50", "p90", "p99"}
     table = capsys.readouterr().out
     assert "== gw_c1 ==" in table and "output tok/s" in table and "TTFT" in table
+
+
+def test_the_server_side_view_covers_only_the_measured_requests(
+    fake: tuple[FakeServer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, url = fake
+    server.serve_metrics(True)
+    try:
+        extra = ("--model", "ok", "--num-requests", "6", "--warmup", "3", "--concurrency", "2")
+        report = _run(url, tmp_path, *extra)
+    finally:
+        server.serve_metrics(False)
+    view = report["server"]
+    assert set(view) == {"ttft_ms", "queue_ms", "prefill_ms"}
+    assert {stats["count"] for stats in view.values()} == {6}  # not the 3 warm-up requests
+    assert view["queue_ms"]["mean"] == pytest.approx(40)
+    assert view["prefill_ms"]["mean"] == pytest.approx(60)
+    assert view["ttft_ms"]["mean"] == pytest.approx(100)
+    # every observation is in the bucket (75, 100] ms of prometheus_client's default buckets
+    assert 75 < view["ttft_ms"]["p50"] <= view["ttft_ms"]["p90"] <= 100
+    out = capsys.readouterr().out
+    assert "server side" in out and "PREFILL" in out
+
+
+def test_quantiles_interpolate_within_the_bucket_like_prometheus() -> None:
+    hist = Scraped({0.1: 10, 0.2: 30, math.inf: 30}, count=30, total=4.0)
+    assert hist.quantile(0.5) == pytest.approx(0.125)  # rank 15: 5 of the 20 in (0.1, 0.2]
+    assert hist.quantile(0.2) == pytest.approx(0.06)  # rank 6: 6 of the 10 in (0, 0.1]
+    beyond = Scraped({0.1: 1, math.inf: 4}, count=4, total=9.0)
+    assert beyond.quantile(0.9) == 0.1  # past the last finite bound: that bound
+
+
+def test_the_view_is_the_difference_of_two_scrapes() -> None:
+    def exposition(count: int, total: float, fast: int) -> str:
+        family = "gateway_request_queue_seconds"
+        return (
+            f"# TYPE {family} histogram\n"
+            f'{family}_bucket{{model="m",le="0.05"}} {fast}\n'
+            f'{family}_bucket{{model="m",le="+Inf"}} {count}\n'
+            f'{family}_count{{model="m"}} {count}\n{family}_sum{{model="m"}} {total}\n'
+        )
+
+    before, after = parse(exposition(10, 5.0, 10)), parse(exposition(14, 5.6, 12))
+    view = server_view(before, after)
+    assert view is not None and set(view) == {"queue_ms"}
+    assert view["queue_ms"]["count"] == 4 and view["queue_ms"]["mean"] == pytest.approx(150)
+    assert view["queue_ms"]["p50"] == pytest.approx(50)  # 2 of the 4 new ones are <= 50 ms
+    assert server_view(after, after) is None  # no request in between
+    assert parse("# TYPE other_seconds histogram\nother_seconds_count 3\n") == {}

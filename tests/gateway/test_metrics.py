@@ -128,6 +128,7 @@ def outputs(
             num_cached_tokens=cached if is_last else 0,
             num_output_tokens=i,
             queue_s=0.5 if i == 1 else None,
+            prefill_s=0.125 if i == 1 else None,
         )
 
 
@@ -157,6 +158,7 @@ def test_counters_and_histograms_after_requests_of_known_lengths(clock: Clock) -
     assert histogram("gateway_time_per_output_token_seconds") == pytest.approx((9, 0.45))
     assert histogram("gateway_request_duration_seconds") == pytest.approx((3, 0.6 + 12 * 0.05))
     assert histogram("gateway_request_queue_seconds") == pytest.approx((3, 1.5))
+    assert histogram("gateway_request_prefill_seconds") == pytest.approx((3, 0.375))
     assert histogram("gateway_request_prompt_tokens") == (3, 62)
     assert histogram("gateway_request_generation_tokens") == (3, 12)
     assert value(metrics, "gateway_request_prompt_tokens_bucket", le="16.0") == 1
