@@ -13,7 +13,7 @@ class EngineConfig:
     model_path: Path
     n_slots: int = 8  # parallel sequences = llama.cpp seq ids
     n_ctx: int = 4096  # KV-cache cells of all slots together (split evenly unless kv_unified)
-    n_batch: int = 2048  # most tokens per llama_decode (decode tokens + prefill chunks)
+    n_batch: int = 2048  # a step's tokens (decode tokens + prefill chunks), see short_queue
     n_ubatch: int = 512
     n_gpu_layers: int = 0
     n_threads: int | None = None  # llama.cpp's CPU threads; None = by offload (see runner)
@@ -34,6 +34,9 @@ class EngineConfig:
     # Requests sent while a step's prompts compute may join that step's later calls, when
     # the engine is given a poll (Engine.step says why).
     admit_late: bool = True
+    # A step planned while at most this many requests wait may take twice n_batch tokens
+    # (Scheduler.schedule says why); -1: never. llama.cpp's batch is sized for that step.
+    short_queue: int = 2
     # The waiting request with the shortest prompt is admitted first, aged by its wait
     # (Scheduler.schedule says why); False admits in arrival order.
     shortest_first: bool = True
@@ -56,3 +59,11 @@ class EngineConfig:
             raise ValueError("sampler_threads must be at least 1")
         if self.max_queue < 0:
             raise ValueError("max_queue must be 0 or more")
+        if self.short_queue < -1:
+            raise ValueError("short_queue must be -1 (never) or more")
+
+    @property
+    def max_call_tokens(self) -> int:
+        """Most tokens one llama_decode gets: twice n_batch where a short queue can double a
+        step's budget."""
+        return 2 * self.n_batch if self.short_queue >= 0 else self.n_batch

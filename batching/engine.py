@@ -60,6 +60,7 @@ class Engine:
             fill_gaps=not config.kv_unified and not runner.info.is_recurrent,
             split_prompts=config.split_prompts,
             shortest_first=config.shortest_first,
+            short_queue=config.short_queue,
             clock=clock,
         )
         self.observer = observer

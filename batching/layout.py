@@ -16,7 +16,7 @@ class BatchLayout:
     """Lays out the scheduler's plans; it reads the running sequences and never changes them."""
 
     slots: SlotTable
-    n_batch: int
+    max_call_tokens: int  # most tokens one llama_decode takes: the fillers fit under it
     max_seq_len: int
     fill_gaps: bool  # llama.cpp splits by runs of slot ids (a stream per slot)
 
@@ -76,7 +76,7 @@ class BatchLayout:
         """
         if not out.entries or slot_of(out.entries[-1]) - slot_of(out.entries[0]) < len(out.entries):
             return  # the slots are contiguous (the common case): no gap to fill
-        budget = self.n_batch - out.num_tokens
+        budget = self.max_call_tokens - out.num_tokens
         longest = max([s.num_tokens for s in out.decode] + [c.end for c in out.prefill], default=0)
         entries: list[Sequence | PrefillChunk | Filler] = []
         last = None

@@ -207,7 +207,7 @@ class LlamaRunner:
         self.eog_ids = frozenset(
             t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)
         )
-        self._batch = _Batch(config.n_batch)
+        self._batch = _Batch(config.max_call_tokens)
         self._grammars = _ParsedGrammars(self._vocab)
         self._rows = 0
         self._pending = False  # a decode started and not yet waited for
@@ -220,7 +220,7 @@ class LlamaRunner:
     def _context_params(config: EngineConfig) -> Any:
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = config.n_ctx
-        cparams.n_batch = config.n_batch
+        cparams.n_batch = config.max_call_tokens
         cparams.n_ubatch = min(config.n_ubatch, config.n_batch)
         cparams.n_seq_max = config.n_slots
         cparams.kv_unified = config.kv_unified

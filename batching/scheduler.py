@@ -38,12 +38,15 @@ class Scheduler:
         fill_gaps: bool = False,
         split_prompts: bool = False,
         shortest_first: bool = True,
+        short_queue: int = -1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.slots = slots
         self.shortest_first = shortest_first  # False: first come, first served
+        self.short_queue = short_queue  # at most this many waiting: a step may take 2 x n_batch
         self.clock = clock
-        self.layout = BatchLayout(slots, n_batch, max_seq_len, fill_gaps)
+        max_call = 2 * n_batch if short_queue >= 0 else n_batch
+        self.layout = BatchLayout(slots, max_call, max_seq_len, fill_gaps)
         self.split_prompts = split_prompts  # a new prompt may take the step's leftover budget
         self.n_batch = n_batch
         self.n_ctx = n_ctx
@@ -135,6 +138,19 @@ class Scheduler:
         `split_prompts` by 2-3% in throughput and 25-45% in TTFT p50 on equal-length traffic,
         and even on mixed and long-tailed lengths (p50 within 6%, p90 5-12% lower).
 
+        NOTE: a step planned while at most `short_queue` (2) requests wait may take twice
+        the `n_batch` budget (llama.cpp's batch is sized for it, EngineConfig.max_call_tokens).
+        A short queue is stragglers, not a wave: in a closed loop of mixed lengths two long
+        prompts often arrive during one step, and the one that did not fit waited for the
+        whole next step, its decode call included, before its prompt started. Waves keep the
+        budget: doubling it for everybody (`--batch-size 2048`) multiplied the TTFT p50 of
+        equal-length traffic on the H200 by 2-3 (BENCHMARKS.md, run 22: c64 486 against 185
+        ms) while it took the mixed row's queue p50 from 61 to 9 ms. Over HTTP on the
+        simulated H200 (`benchmarks/http_profile.py --cost h200`, three seeds) a short queue
+        of 2 took the mixed row's queue p50 from 29-64 to 28 ms and its TTFT p50 from 126 to
+        118 ms, the equal-length rows within their run-to-run spread; 4 raised the sampled
+        chat proxy's mean TTFT by 8%. `short_queue=-1` keeps the budget in every step.
+
         NOTE: a slot whose request just ended stays idle until its client's next request
         arrives, a step or two later over HTTP. That gap between busy slots would split the
         decode tokens into two passes over the weights (a closed loop of mixed lengths over
@@ -147,6 +163,8 @@ class Scheduler:
             if not seq.is_prefilling and not seq.is_fork_pending:
                 out.decode.append(seq)
         budget = self.n_batch - len(out.decode) if prompts else 0
+        if prompts and late is None and len(self.waiting) <= self.short_queue:
+            budget += self.n_batch  # stragglers, not a wave (NOTE above)
         if late is not None:
             budget = min(budget, late)
         for seq in self.running:

@@ -26,6 +26,10 @@
 #                             side: three seeds of 256 requests and one run of 1,024, so that a
 #                             TTFT p50 difference of 10% is not one call's noise
 #                             (not run yet; about 6-8 min estimated from runs 16-20's row times)
+#   PROFILE=mixedab BENCH_DEADLINE=300 GATEWAY_ARGS=... GATEWAY_B_ARGS=... gpu.sh bench
+#                             two gateways side by side (A on GPU 0, B on GPU 1), no llama.cpp:
+#                             the mixed row with three seeds, then c64 and sampled chat (rows
+#                             where prompts come in waves)                   (about 4-5 min, estimated)
 #   PROFILE=quick BENCH_DEADLINE=330 benchmarks/gpu.sh bench
 #                             the rows that matter most (greedy and sampled chat, mixed and
 #                             long-tailed lengths), batch invariance, the step profile     (<= 5.5 min)
@@ -293,6 +297,16 @@ workloads() {
     done
     return 0
   fi
+  if [[ $profile == mixedab ]]; then # two gateways: the mixed row three times, then two waves
+    local seed
+    for seed in 23 33 43; do
+      bench "$s" "$p" mixed-c64-s$seed 90 --workload mixed --prompt-len-range 64 1000 \
+        --output-len-range 16 256 "${c64[@]}" --seed $seed
+    done
+    bench "$s" "$p" c64 60 "${c64[@]}" --seed 13
+    bench "$s" "$p" chat-c64-t0.7-p0.9 60 "${chat[@]}" "${c64[@]}" --temperature 0.7 --top-p 0.9 --seed 21
+    return 0
+  fi
   if [[ $profile == mixed ]]; then # the mixed row, often enough to tell a 10% TTFT difference
     local seed
     for seed in 23 33 43; do
@@ -386,7 +400,7 @@ lane() {
   CUDA_VISIBLE_DEVICES=$gpu "$@"
 }
 
-http_rows_only() { [[ $PROFILE =~ ^(rate|ceiling|cache|mixed)$ ]]; } # no profiles
+http_rows_only() { [[ $PROFILE =~ ^(rate|ceiling|cache|mixed|mixedab)$ ]]; } # no profiles
 llama_server_only() { [[ $PROFILE =~ ^(quick|rate|cache|mixed)$ ]]; } # on lane 2
 
 ours_lane() { # step profile, then our gateway over every workload
@@ -416,6 +430,11 @@ reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the
   if [[ $PROFILE == ceiling ]]; then # the ceiling, then our gateway with the B flags: c64 only
     BATCHED_BENCH_NEED=60 batched_bench batched-bench -npl 64
     serve_and_bench gateway-b 8003 ceiling python3 -m gateway serve --model "$MODEL" --slots 64 \
+      --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 "${GATEWAY_B_EXTRA[@]}"
+    return 0
+  fi
+  if [[ $PROFILE == mixedab ]]; then # our gateway with the B flags: no llama.cpp on this lane
+    serve_and_bench gateway-b 8003 mixedab python3 -m gateway serve --model "$MODEL" --slots 64 \
       --ctx-size "$CTX" --n-gpu-layers 99 --port 8003 "${GATEWAY_B_EXTRA[@]}"
     return 0
   fi

@@ -10,6 +10,15 @@ sim`; a TPOT close to --step-ms means the Python side keeps up.
     python benchmarks/http_profile.py --step-ms 16 --slots 64 --port 8010
     python benchmarks/http_profile.py --step-ms 16 --engine-only   # the engine without HTTP
 
+With `--cost h200` a call takes what benchmarks/policy_sim.py charges for it on the H200
+(the ubatches of its batch), so a closed loop over HTTP shows what the simulator cannot: the
+real hand-off between the event loop and the engine thread, and when requests arrive.
+
+    python benchmarks/http_profile.py --cost h200 --batch-size 1024 --port 8010
+    llm-gateway bench --base-url http://127.0.0.1:8010 --model sim --workload mixed \
+        --prompt-len-range 64 1000 --output-len-range 16 256 --concurrency 64 \
+        --num-requests 256 --warmup 64 --seed 23
+
 `--engine-only` drives the same engine directly with 64 greedy requests of 256 / 128 tokens
 and prints the time of the steps where every slot decodes, and how much of it is not the
 simulated decode: the engine's own Python and sampling. `--switch-ms` sets the interpreter's
@@ -33,6 +42,7 @@ from batching.info import ModelInfo
 from batching.outputs import KvOp, SchedulerOutput
 from batching.params import SamplingParams
 from batching.sampling_state import Grammar, Logits
+from batching.ubatch import ubatch_sizes
 from gateway.app import create_app
 from gateway.settings import Settings
 
@@ -85,6 +95,28 @@ class SimRunner:
         pass
 
 
+class H200Runner(SimRunner):
+    """A SimRunner whose llama_decode costs what benchmarks/policy_sim.py charges for it: the
+    H200's time for each ubatch llama.cpp would cut the batch into, the attention over long
+    streams, and that simulator's 1.5 ms of Python per call (here on top of the real one)."""
+
+    def __init__(self, n_slots: int, n_ctx: int, n_ubatch: int = 512) -> None:
+        super().__init__(n_slots, n_ctx, 0.0)
+        self._n_ubatch = n_ubatch
+
+    def forward(self, out: SchedulerOutput) -> int:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from policy_sim import kv_ms, ubatch_ms
+
+        runs = out.runs()
+        longest = max([s.num_tokens for s in out.decode] + [c.end for c in out.prefill] + [1])
+        ms = sum(ubatch_ms(n) for n in ubatch_sizes(runs, self._n_ubatch, sequential=True))
+        ms += 1.5 + kv_ms(len(runs), longest)
+        self._rows = len(out.sample_rows)
+        self._done_at = time.perf_counter() + ms / 1000
+        return 0
+
+
 def engine_only(runner: SimRunner, config: EngineConfig) -> None:
     """Time the engine's all-decode steps over the simulated runner; print the overhead."""
     engine = Engine(runner, config)  # type: ignore[arg-type]
@@ -119,9 +151,15 @@ def main() -> None:
     ap.add_argument("--ctx-size", type=int, default=81920)
     ap.add_argument("--port", type=int, default=8010)
     ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--short-queue", type=int, default=2, help="as `gateway serve`'s")
     ap.add_argument(
         "--prefill-tok-s", type=float, default=0.0,
         help="prompt tokens per second added to a step's sleep (0: prompts are free)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--cost", choices=("sleep", "h200"), default="sleep",
+        help="a call's time: --step-ms plus --prefill-tok-s (sleep), or policy_sim.py's H200"
+        " cost of its ubatches (h200; --step-ms and --prefill-tok-s unused)",
     )  # fmt: skip
     ap.add_argument("--engine-only", action="store_true", help="no HTTP: time the engine alone")
     ap.add_argument(
@@ -142,6 +180,7 @@ def main() -> None:
         n_ctx=args.ctx_size,
         n_batch=args.batch_size,
         overlap_output=bool(args.overlap_output),
+        short_queue=args.short_queue,
     )
     if args.engine_only:
         engine_only(SimRunner(args.slots, args.ctx_size, args.step_ms / 1000), config)
@@ -152,7 +191,11 @@ def main() -> None:
     )  # fmt: skip
 
     def loader(settings: Settings, observer: object) -> AsyncEngine:
-        runner = SimRunner(args.slots, args.ctx_size, args.step_ms / 1000, args.prefill_tok_s)
+        runner = (
+            H200Runner(args.slots, args.ctx_size)
+            if args.cost == "h200"
+            else SimRunner(args.slots, args.ctx_size, args.step_ms / 1000, args.prefill_tok_s)
+        )
         return AsyncEngine(Engine(runner, config, observer))  # type: ignore[arg-type]
 
     app = create_app(settings, loader)

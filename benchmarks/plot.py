@@ -48,7 +48,7 @@ def combine(results_dir: Path, meta: dict[str, str]) -> dict[str, Any]:
     runs = []
     for path in sorted(results_dir.glob("*__*.json"), key=lambda p: p.stat().st_mtime):
         server, workload = path.stem.split("__", 1)
-        runs.append({"server": server, "workload": workload, **json.loads(path.read_text())})
+        runs.append({**json.loads(path.read_text()), "server": server, "workload": workload})
     batched = {}
     for path in sorted(results_dir.glob("batched-bench*.txt")):
         text = path.read_text(errors="replace")

@@ -193,9 +193,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results = await closed_loop(send, measured, args.concurrency, bar.update)
         wall_s = time.perf_counter() - start
         bar.close()
-        server = server_view(before, await scrape(session, args.base_url)) if before else None
+        view = server_view(before, await scrape(session, args.base_url)) if before else None
     summary = summarize(results, wall_s)
-    return {"label": args.label, "config": _config(args, url), "summary": summary, "server": server}
+    return {
+        "label": args.label,
+        "config": _config(args, url),
+        "summary": summary,
+        "server_side": view,
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -216,8 +221,8 @@ def main(argv: list[str]) -> int:
         parser.error("--workload conversations runs in a closed loop: each turn waits for the last")
     report = asyncio.run(run(args))
     print(format_table(report["summary"], args.label), flush=True)
-    if report["server"]:
-        print(format_view(report["server"]), flush=True)
+    if report["server_side"]:
+        print(format_view(report["server_side"]), flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -58,18 +58,19 @@ def _flag(value: str) -> bool:
     raise ValueError("must be 1/0, true/false, yes/no or on/off")
 
 
-def _at_least_one(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
+def _int_from(low: int) -> Callable[[str], int]:
+    """The parser of whole numbers `low` or more."""
+
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < low:
+            raise ValueError(f"must be {low} or more")
+        return number
+
+    return parse
 
 
-def _non_negative(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("must be 0 or more")
-    return number
+_at_least_one, _non_negative, _minus_one_or_more = _int_from(1), _int_from(0), _int_from(-1)
 
 
 def _seconds(value: str) -> float:
@@ -113,7 +114,7 @@ class Settings:
         ),
     )
     batch_size: int = field(
-        default=1024, metadata=_meta(int, "most tokens per llama_decode step (n_batch)")
+        default=1024, metadata=_meta(int, "a step's tokens (n_batch); see --short-queue")
     )
     split_prompts: bool = field(
         default=False,
@@ -149,6 +150,15 @@ class Settings:
             "let requests that arrive while a step's prompts compute join that step (into its"
             " leftover budget, or a budget of their own when nothing was left waiting)",
             "0|1",
+        ),
+    )
+    short_queue: int = field(
+        default=2,
+        metadata=_meta(
+            _minus_one_or_more,
+            "a step planned while at most N requests wait (stragglers, not a wave) may take"
+            " twice --batch-size tokens; -1: never",
+            "N",
         ),
     )
     shortest_first: bool = field(
@@ -328,6 +338,7 @@ class Settings:
             prompt_per_call=self.prompt_per_call,
             admit_late=self.admit_late,
             shortest_first=self.shortest_first,
+            short_queue=self.short_queue,
             overlap_output=self.overlap_output,
         )
 

@@ -105,6 +105,30 @@ def test_chunked_prefill_under_a_small_budget_gives_the_same_tokens(runner: Llam
     }
 
 
+def test_a_doubled_step_fits_the_context_and_gives_the_same_tokens(
+    runner: LlamaRunner, tiny_model: Path
+) -> None:
+    # a 16-token step budget, doubled while at most 2 requests wait: prompts of 14 and 16
+    # tokens both start in the first step, one llama_decode of 30 tokens
+    config = EngineConfig(model_path=tiny_model, n_slots=4, n_ctx=1024, n_batch=16)
+    assert config.short_queue == 2 and config.max_call_tokens == 32
+    prompts = [ids(runner, p) for p in (PROMPTS[1], PROMPTS[5])]
+    assert [len(p) for p in prompts] == [14, 16]
+    requests = [(f"r{i}", p, GREEDY) for i, p in enumerate(prompts)]
+    small = LlamaRunner(config)
+    try:
+        engine = Engine(small, config)
+        for request_id, prompt, params in requests:
+            engine.add(engine.new_sequences(request_id, prompt, params))
+        first = {out.request_id: out.token_ids for out in engine.step()}
+        assert [s.is_prefilling for s in engine.scheduler.running] == [False, False]
+        doubled = {k: first[k[0]] + tokens_of(v) for k, v in run(engine, []).items()}
+    finally:
+        small.close()
+    reference = run(make_engine(runner, prefix_cache=False), requests)
+    assert doubled == {k: tokens_of(v) for k, v in reference.items()}
+
+
 def test_seeded_sampling_is_reproducible_alone_and_in_a_busy_batch(runner: LlamaRunner) -> None:
     seeded = SamplingParams(max_tokens=16, temperature=1.0, top_p=0.95, seed=1234, ignore_eos=True)
     prompt = ids(runner, PROMPTS[1])

@@ -76,7 +76,7 @@ def test_a_request_sent_during_the_prompt_call_joins_the_step() -> None:
 
 
 def test_late_arrivals_only_take_the_steps_leftover_when_requests_were_waiting() -> None:
-    engine, runner = _decoding()
+    engine, runner = _decoding(short_queue=-1)
     _add(engine, "a", _prompt(20, 20), LONG)
     _add(engine, "b", _prompt(40, 20), LONG)  # does not fit beside a: it waits
     sent: list[str] = []
@@ -93,7 +93,7 @@ def test_late_arrivals_only_take_the_steps_leftover_when_requests_were_waiting()
 
 
 def test_late_arrivals_wait_for_the_next_step_when_the_leftover_is_too_small() -> None:
-    engine, runner = _decoding()
+    engine, runner = _decoding(short_queue=-1)
     _add(engine, "a", _prompt(20, 28), LONG)
     _add(engine, "b", _prompt(40, 28), LONG)
     engine.step(poll=lambda: _add(engine, "late", _prompt(60, 5), LONG))
@@ -110,7 +110,7 @@ def test_without_admit_late_the_poll_is_not_called() -> None:
 
 
 def test_a_late_arrival_does_not_continue_a_prompt_started_in_an_earlier_step() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=16)
+    engine, runner = _engine(n_slots=4, n_batch=16, short_queue=-1)
     _add(engine, "old", _prompt(0, 6), LONG)
     engine.step()
     _add(engine, "long", _prompt(20, 40), LONG)  # three steps; only the last finishes it
@@ -205,7 +205,7 @@ def test_a_full_cache_in_a_later_prompt_call_keeps_a_forks_copy() -> None:
 def test_a_full_cache_stops_the_newest_request_whichever_call_it_is_in() -> None:
     now = [0.0]
     runner = FakeRunner(n_slots=4, n_cells=48)
-    engine, _ = _engine(runner, n_slots=4, n_batch=32, n_ctx=256, admit_late=False)
+    engine, _ = _engine(runner, n_slots=4, n_batch=32, n_ctx=256, admit_late=False, short_queue=-1)
     engine.scheduler.clock = lambda: now[0]
     _add(engine, "old", _prompt(0, 6), LONG)
     engine.step()

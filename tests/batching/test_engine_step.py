@@ -77,7 +77,7 @@ def test_without_emit_the_step_returns_both_calls_outputs() -> None:
 
 
 def test_a_prompt_that_only_continues_does_not_split_the_step() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=16)
+    engine, runner = _engine(n_slots=4, n_batch=16, short_queue=-1)
     _add(engine, "old", _prompt(0, 6), LONG)
     engine.step()
     _add(engine, "long", _prompt(20, 40), LONG)  # 40 tokens: three steps, the last finishes it
@@ -113,25 +113,28 @@ def _steps(
     n_cells: int | None, seed: int, split_prompts: bool = False
 ) -> tuple[FakeRunner, list[list[Batch]]]:
     """A stream of requests of mixed lengths, some ending early (idle slots between busy
-    ones); the batches each step() ran."""
+    ones); the batches each step() ran, but for the steps where the KV cache was full."""
     rng = random.Random(seed)
     runner = FakeRunner(n_ctx=512, n_slots=8, n_cells=n_cells, n_ubatch=16)
     engine, _ = _engine(
         runner, n_slots=8, n_ctx=512 * 8, n_batch=48, n_ubatch=16, split_prompts=split_prompts
     )
     steps: list[list[Batch]] = []
+
+    def step() -> None:
+        before, full = len(runner.batches), runner.num_full
+        engine.step()
+        if runner.num_full == full:  # a call the full cache refused ends its step mixed
+            steps.append(runner.batches[before:])
+
     for i in range(40):
         length, answer = rng.randint(3, 90), rng.choice([1, 2, 30])
         params = SamplingParams(temperature=0.0, max_tokens=answer, ignore_eos=True)
         _add(engine, f"r{i}", _prompt(i, length), params)
         for _ in range(rng.randint(0, 3)):
-            before = len(runner.batches)
-            engine.step()
-            steps.append(runner.batches[before:])
+            step()
     while engine.has_work:
-        before = len(runner.batches)
-        engine.step()
-        steps.append(runner.batches[before:])
+        step()
     return runner, steps
 
 

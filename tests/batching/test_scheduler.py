@@ -127,7 +127,9 @@ def test_requests_are_admitted_in_fifo_order(shortest_first: bool) -> None:
 
 
 def test_split_prompts_fill_each_step_up_to_n_batch() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=8, split_prompts=True, prompts_first=False)
+    engine, runner = _engine(
+        n_slots=4, n_batch=8, split_prompts=True, prompts_first=False, short_queue=-1
+    )
     for i in range(4):
         _add(engine, f"r{i}", _prompt(i, 11 + 3 * i), SamplingParams(max_tokens=6, seed=i))
     decoding: list[int] = []
@@ -153,7 +155,7 @@ def _composition(runner: FakeRunner) -> list[tuple[int, int]]:
 
 
 def test_a_new_prompt_starts_only_in_a_step_that_finishes_it() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=16, prompts_first=False)
+    engine, runner = _engine(n_slots=4, n_batch=16, prompts_first=False, short_queue=-1)
     params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     for i, length in enumerate([6, 12, 30]):
         _add(engine, f"r{i}", _prompt(10 * i, length), params)
@@ -164,8 +166,26 @@ def test_a_new_prompt_starts_only_in_a_step_that_finishes_it() -> None:
     assert _composition(runner) == [(0, 6), (1, 12), (2, 14), (2, 14), (2, 2)]
 
 
+@pytest.mark.parametrize(
+    ("short_queue", "waiting", "started"),
+    [(2, 2, [20, 22]), (-1, 2, [20]), (2, 3, [20]), (3, 3, [20, 22])],
+)
+def test_a_short_queue_doubles_the_step_and_a_longer_one_keeps_its_budget(
+    short_queue: int, waiting: int, started: list[int]
+) -> None:
+    engine, runner = _engine(n_slots=4, n_batch=32, prompts_first=False, short_queue=short_queue)
+    for i, length in enumerate([20, 22, 24][:waiting]):
+        _add(engine, f"r{i}", _prompt(10 * i, length), SamplingParams(max_tokens=4))
+    engine.step()
+    # a 32-token budget holds one of these prompts, a doubled one two (66 > 64 for all three)
+    assert sorted(s.num_prompt_tokens for s in engine.scheduler.running) == started
+    assert _composition(runner) == [(0, sum(started))]
+
+
 def test_split_prompts_let_a_new_prompt_take_the_budget_left() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=16, split_prompts=True, prompts_first=False)
+    engine, runner = _engine(
+        n_slots=4, n_batch=16, split_prompts=True, prompts_first=False, short_queue=-1
+    )
     params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     for i, length in enumerate([6, 12, 30]):
         _add(engine, f"r{i}", _prompt(10 * i, length), params)
@@ -193,7 +213,7 @@ def test_a_cached_prefix_counts_only_the_tokens_left_to_compute() -> None:
 @pytest.mark.parametrize("n_batch", [4, 7])
 def test_chunked_prefill_gives_the_same_tokens(n_batch: int) -> None:
     def run(n_batch: int) -> tuple[Outputs, FakeRunner]:
-        engine, runner = _engine(n_slots=4, n_batch=n_batch)
+        engine, runner = _engine(n_slots=4, n_batch=n_batch, short_queue=-1)
         for i in range(3):
             params = SamplingParams(temperature=0.8, max_tokens=10, seed=11 + i)
             _add(engine, f"r{i}", _prompt(5 * i, 23 + i), params)
@@ -283,7 +303,7 @@ def test_n2_choices_share_one_prefill_and_equal_single_requests() -> None:
 
 
 def test_an_n2_request_waits_for_a_step_that_finishes_its_prompt_and_gives_both_choices() -> None:
-    engine, runner = _engine(n_slots=4, n_batch=16, prompts_first=False)
+    engine, runner = _engine(n_slots=4, n_batch=16, prompts_first=False, short_queue=-1)
     params = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
     _add(engine, "first", _prompt(0, 6), params)
     _add(engine, "pair", _prompt(30, 12), params, n=2)  # 12 > the 10 left: the next step

@@ -189,7 +189,9 @@ def test_a_recurrent_memory_reuses_no_prefix() -> None:
 
 def test_a_step_is_laid_out_in_slot_order_with_its_rows_numbered_alike() -> None:
     runner = FakeRunner(n_ctx=256, n_slots=4, n_ubatch=64)
-    engine = Engine(runner, EngineConfig(model_path=Path("fake"), n_slots=4, n_batch=64))
+    engine = Engine(
+        runner, EngineConfig(model_path=Path("fake"), n_slots=4, n_batch=64, short_queue=-1)
+    )
     long = SamplingParams(temperature=0.0, max_tokens=50, ignore_eos=True)
     for i, length in enumerate([5, 30, 8]):
         prompt = [1] + [3 + (i + j) % 60 for j in range(length)]

@@ -328,8 +328,9 @@ def test_json_report_and_table(
 ) -> None:
     _, url = fake
     report = _run(url, tmp_path, "--model", "ok", "--num-requests", "2", "--label", "gw_c1")
-    assert set(report) == {"label", "config", "summary", "server"} and report["label"] == "gw_c1"
-    assert report["server"] is None  # a server without the gateway's metrics has no view
+    assert set(report) == {"label", "config", "summary", "server_side"}
+    assert report["label"] == "gw_c1"
+    assert report["server_side"] is None  # a server without the gateway's metrics has no view
     assert report["config"]["workload"] == "fixed" and report["config"]["concurrency"] == 1
     for key in ("output_tok_s", "requests_s", "num_errors", "errors", "wall_s"):
         assert key in report["summary"]
@@ -349,7 +350,7 @@ def test_the_server_side_view_covers_only_the_measured_requests(
         report = _run(url, tmp_path, *extra)
     finally:
         server.serve_metrics(False)
-    view = report["server"]
+    view = report["server_side"]
     assert set(view) == {"ttft_ms", "queue_ms", "prefill_ms"}
     assert {stats["count"] for stats in view.values()} == {6}  # not the 3 warm-up requests
     assert view["queue_ms"]["mean"] == pytest.approx(40)

@@ -77,6 +77,9 @@ def test_engine_config_mirrors_the_flags() -> None:
     assert parse(["--model", "m.gguf", "--split-prompts", "1"]).engine_config().split_prompts
     assert config.prompts_first and config.shortest_first and config.overlap_output
     assert config.prompt_per_call and config.admit_late
+    assert config.short_queue == 2 and config.max_call_tokens == 512  # llama.cpp's batch
+    never = parse(["--model", "m.gguf", "--batch-size", "256", "--short-queue", "-1"])
+    assert never.engine_config().max_call_tokens == 256
     off = ["--prompts-first", "0", "--shortest-first", "no", "--overlap-output", "off"]
     off += ["--prompt-per-call", "0", "--admit-late", "false"]
     config = parse(["--model", "m.gguf", *off]).engine_config()
@@ -160,6 +163,7 @@ def test_sampler_threads_default_to_half_the_cores_and_never_exceed_them(
         (["--shutdown-min", "-1"], "'-1': must be a number of seconds, 0 or more"),
         (["--split-prompts", "2"], "'2': must be 1/0, true/false, yes/no or on/off"),
         (["--ubatch-size", "x"], "'x': not a number"),
+        (["--short-queue", "-2"], "'-2': must be -1 or more"),
     ],
 )
 def test_a_bad_flag_value_says_what_is_wrong(
