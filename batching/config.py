@@ -35,8 +35,9 @@ class EngineConfig:
     # the engine is given a poll (Engine.step says why).
     admit_late: bool = True
     # A step planned while at most this many requests wait may take twice n_batch tokens
-    # (Scheduler.schedule says why); -1: never. llama.cpp's batch is sized for that step.
-    short_queue: int = 2
+    # (Scheduler.schedule says why); -1: never, the default. llama.cpp's batch is then sized
+    # for that step.
+    short_queue: int = -1
     # The waiting request with the shortest prompt is admitted first, aged by its wait
     # (Scheduler.schedule says why); False admits in arrival order.
     shortest_first: bool = True

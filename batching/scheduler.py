@@ -138,18 +138,19 @@ class Scheduler:
         `split_prompts` by 2-3% in throughput and 25-45% in TTFT p50 on equal-length traffic,
         and even on mixed and long-tailed lengths (p50 within 6%, p90 5-12% lower).
 
-        NOTE: a step planned while at most `short_queue` (2) requests wait may take twice
-        the `n_batch` budget (llama.cpp's batch is sized for it, EngineConfig.max_call_tokens).
-        A short queue is stragglers, not a wave: in a closed loop of mixed lengths two long
-        prompts often arrive during one step, and the one that did not fit waited for the
-        whole next step, its decode call included, before its prompt started. Waves keep the
-        budget: doubling it for everybody (`--batch-size 2048`) multiplied the TTFT p50 of
-        equal-length traffic on the H200 by 2-3 (BENCHMARKS.md, run 22: c64 486 against 185
-        ms) while it took the mixed row's queue p50 from 61 to 9 ms. Over HTTP on the
-        simulated H200 (`benchmarks/http_profile.py --cost h200`, three seeds) a short queue
-        of 2 took the mixed row's queue p50 from 29-64 to 28 ms and its TTFT p50 from 126 to
-        118 ms, the equal-length rows within their run-to-run spread; 4 raised the sampled
-        chat proxy's mean TTFT by 8%. `short_queue=-1` keeps the budget in every step.
+        NOTE: with `short_queue` N >= 0 (off by default), a step planned while at most N
+        requests wait may take twice the `n_batch` budget (llama.cpp's batch is sized for it,
+        EngineConfig.max_call_tokens). A short queue is stragglers, not a wave: in a closed
+        loop of mixed lengths two long prompts often arrive during one step, and the one that
+        did not fit waits for the whole next step, its decode call included. Over HTTP on the
+        simulated H200 (`benchmarks/http_profile.py --cost h200`, three seeds) N = 2 took the
+        mixed row's queue p50 from 29-64 to 28 ms and its TTFT p50 from 126 to 118 ms, the
+        equal-length rows within their run-to-run spread. On the H200 (BENCHMARKS.md, run 23,
+        one run of each row) the queue p50 fell as simulated (53 to 22 ms) but the TTFT p50
+        did not: mixed 145 against 134 ms, c64 324 against 221, sampled chat 296 against 347.
+        Until more runs settle it, every step keeps its budget. Doubling it for everybody
+        (`--batch-size 2048`) multiplied the TTFT p50 of equal-length traffic by 2-3 (run 22:
+        c64 486 against 185 ms).
 
         NOTE: a slot whose request just ended stays idle until its client's next request
         arrives, a step or two later over HTTP. That gap between busy slots would split the

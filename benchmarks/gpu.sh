@@ -29,7 +29,7 @@
 #   PROFILE=mixedab BENCH_DEADLINE=300 GATEWAY_ARGS=... GATEWAY_B_ARGS=... gpu.sh bench
 #                             two gateways side by side (A on GPU 0, B on GPU 1), no llama.cpp:
 #                             the mixed row with three seeds, then c64 and sampled chat (rows
-#                             where prompts come in waves)                   (about 4-5 min, estimated)
+#                             where prompts come in waves)   (the B lane took 181 s in run 23)
 #   PROFILE=quick BENCH_DEADLINE=330 benchmarks/gpu.sh bench
 #                             the rows that matter most (greedy and sampled chat, mixed and
 #                             long-tailed lengths), batch invariance, the step profile     (<= 5.5 min)
@@ -422,7 +422,9 @@ ours_lane() { # step profile, then our gateway over every workload
   fi
   http_rows_only || step sampler-bench-4 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 4
   http_rows_only || step sampler-bench-8 40 python3 "$REPO/benchmarks/sampler_bench.py" --threads 8
-  serve_and_bench gateway 8001 "${PROFILE/ab/quick}" python3 -m gateway serve --model "$MODEL" --slots 64 \
+  local profile=$PROFILE
+  [[ $profile == ab ]] && profile=quick # the quick rows for both gateways
+  serve_and_bench gateway 8001 "$profile" python3 -m gateway serve --model "$MODEL" --slots 64 \
     --ctx-size "$CTX" --n-gpu-layers 99 --port 8001 "${GATEWAY_EXTRA[@]}"
 }
 
@@ -439,7 +441,9 @@ reference_lane() { # llama.cpp's own ceiling and server, then our gateway at the
     return 0
   fi
   llama_server_only || batched_bench batched-bench
-  serve_and_bench llama-server-np64 8002 "${PROFILE/ab/quick}" "$BIN/llama-server" -m "$MODEL" -np 64 \
+  local profile=$PROFILE
+  [[ $profile == ab ]] && profile=quick
+  serve_and_bench llama-server-np64 8002 "$profile" "$BIN/llama-server" -m "$MODEL" -np 64 \
     -c "$CTX" "${LLAMA_SERVER_FLAGS[@]}" --port 8002
   if [[ $PROFILE == ab ]]; then # our gateway with other flags, over the same rows
     serve_and_bench gateway-b 8003 quick python3 -m gateway serve --model "$MODEL" --slots 64 \

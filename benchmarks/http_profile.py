@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--ctx-size", type=int, default=81920)
     ap.add_argument("--port", type=int, default=8010)
     ap.add_argument("--batch-size", type=int, default=2048)
-    ap.add_argument("--short-queue", type=int, default=2, help="as `gateway serve`'s")
+    ap.add_argument("--short-queue", type=int, default=-1, help="as `gateway serve`'s")
     ap.add_argument(
         "--prefill-tok-s", type=float, default=0.0,
         help="prompt tokens per second added to a step's sleep (0: prompts are free)",

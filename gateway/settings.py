@@ -153,7 +153,7 @@ class Settings:
         ),
     )
     short_queue: int = field(
-        default=2,
+        default=-1,
         metadata=_meta(
             _minus_one_or_more,
             "a step planned while at most N requests wait (stragglers, not a wave) may take"

@@ -110,8 +110,8 @@ def test_a_doubled_step_fits_the_context_and_gives_the_same_tokens(
 ) -> None:
     # a 16-token step budget, doubled while at most 2 requests wait: prompts of 14 and 16
     # tokens both start in the first step, one llama_decode of 30 tokens
-    config = EngineConfig(model_path=tiny_model, n_slots=4, n_ctx=1024, n_batch=16)
-    assert config.short_queue == 2 and config.max_call_tokens == 32
+    config = EngineConfig(model_path=tiny_model, n_slots=4, n_ctx=1024, n_batch=16, short_queue=2)
+    assert config.max_call_tokens == 32
     prompts = [ids(runner, p) for p in (PROMPTS[1], PROMPTS[5])]
     assert [len(p) for p in prompts] == [14, 16]
     requests = [(f"r{i}", p, GREEDY) for i, p in enumerate(prompts)]

@@ -77,9 +77,9 @@ def test_engine_config_mirrors_the_flags() -> None:
     assert parse(["--model", "m.gguf", "--split-prompts", "1"]).engine_config().split_prompts
     assert config.prompts_first and config.shortest_first and config.overlap_output
     assert config.prompt_per_call and config.admit_late
-    assert config.short_queue == 2 and config.max_call_tokens == 512  # llama.cpp's batch
-    never = parse(["--model", "m.gguf", "--batch-size", "256", "--short-queue", "-1"])
-    assert never.engine_config().max_call_tokens == 256
+    assert config.short_queue == -1 and config.max_call_tokens == 256  # llama.cpp's batch
+    short = parse(["--model", "m.gguf", "--batch-size", "256", "--short-queue", "2"])
+    assert short.engine_config().max_call_tokens == 512
     off = ["--prompts-first", "0", "--shortest-first", "no", "--overlap-output", "off"]
     off += ["--prompt-per-call", "0", "--admit-late", "false"]
     config = parse(["--model", "m.gguf", *off]).engine_config()
