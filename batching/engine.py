@@ -62,6 +62,7 @@ class Engine:
             shortest_first=config.shortest_first,
             short_queue=config.short_queue,
             clock=clock,
+            max_call_tokens=config.max_call_tokens,
         )
         self.observer = observer
         self.sampler = Sampler(config.sampler_threads)

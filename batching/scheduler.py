@@ -40,12 +40,14 @@ class Scheduler:
         shortest_first: bool = True,
         short_queue: int = -1,
         clock: Callable[[], float] = time.monotonic,
+        max_call_tokens: int | None = None,
     ) -> None:
         self.slots = slots
         self.shortest_first = shortest_first  # False: first come, first served
         self.short_queue = short_queue  # at most this many waiting: a step may take 2 x n_batch
         self.clock = clock
-        max_call = 2 * n_batch if short_queue >= 0 else n_batch
+        # what llama.cpp's batch holds (EngineConfig.max_call_tokens): the fillers fit under it
+        max_call = max_call_tokens or n_batch
         self.layout = BatchLayout(slots, max_call, max_seq_len, fill_gaps)
         self.split_prompts = split_prompts  # a new prompt may take the step's leftover budget
         self.n_batch = n_batch
@@ -146,11 +148,13 @@ class Scheduler:
         simulated H200 (`benchmarks/http_profile.py --cost h200`, three seeds) N = 2 took the
         mixed row's queue p50 from 29-64 to 28 ms and its TTFT p50 from 126 to 118 ms, the
         equal-length rows within their run-to-run spread. On the H200 (BENCHMARKS.md, run 23,
-        one run of each row) the queue p50 fell as simulated (53 to 22 ms) but the TTFT p50
-        did not: mixed 145 against 134 ms, c64 324 against 221, sampled chat 296 against 347.
+        one run of each row) the mixed queue p50 fell as simulated (53 to 22 ms) but the TTFT
+        p50 did not: mixed 145 against 134 ms, c64 324 against 221, sampled chat 296 against
+        347.
         Until more runs settle it, every step keeps its budget. Doubling it for everybody
-        (`--batch-size 2048`) multiplied the TTFT p50 of equal-length traffic by 2-3 (run 22:
-        c64 486 against 185 ms).
+        (`--batch-size 2048`) multiplied the TTFT p50 of equal-length traffic by 1.9-2.6 (run
+        22: c64 486 against 185 ms, sampled chat 648 against 347). After a doubled step late
+        arrivals get what the step left of one `n_batch` (Engine.step), usually nothing.
 
         NOTE: a slot whose request just ended stays idle until its client's next request
         arrives, a step or two later over HTTP. That gap between busy slots would split the

@@ -103,15 +103,18 @@ class H200Runner(SimRunner):
     def __init__(self, n_slots: int, n_ctx: int, n_ubatch: int = 512) -> None:
         super().__init__(n_slots, n_ctx, 0.0)
         self._n_ubatch = n_ubatch
+        here = str(Path(__file__).resolve().parent)
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        import policy_sim
+
+        self._ubatch_ms, self._kv_ms = policy_sim.ubatch_ms, policy_sim.kv_ms
 
     def forward(self, out: SchedulerOutput) -> int:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from policy_sim import kv_ms, ubatch_ms
-
         runs = out.runs()
         longest = max([s.num_tokens for s in out.decode] + [c.end for c in out.prefill] + [1])
-        ms = sum(ubatch_ms(n) for n in ubatch_sizes(runs, self._n_ubatch, sequential=True))
-        ms += 1.5 + kv_ms(len(runs), longest)
+        sizes = ubatch_sizes(runs, self._n_ubatch, sequential=True)
+        ms = sum(self._ubatch_ms(n) for n in sizes) + 1.5 + self._kv_ms(len(runs), longest)
         self._rows = len(out.sample_rows)
         self._done_at = time.perf_counter() + ms / 1000
         return 0
@@ -192,7 +195,7 @@ def main() -> None:
 
     def loader(settings: Settings, observer: object) -> AsyncEngine:
         runner = (
-            H200Runner(args.slots, args.ctx_size)
+            H200Runner(args.slots, args.ctx_size, min(config.n_ubatch, config.n_batch))
             if args.cost == "h200"
             else SimRunner(args.slots, args.ctx_size, args.step_ms / 1000, args.prefill_tok_s)
         )

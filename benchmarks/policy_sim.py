@@ -6,7 +6,7 @@ model (a piecewise-linear fit to `benchmarks/step_profile.py` and `llama-batched
 1 token 3.5 ms, 64 tokens 16.5 ms, 480 tokens 44 ms, 1,980 tokens 168 ms) plus 1.5 ms of
 Python. The load is shaped like `llm-gateway bench --concurrency 64 --warmup 64`: the warm-up
 drains, then 64 requests start at once and each client sends its next one 3 ms after the last
-ends (it then waits for the step after the one running). Absolute numbers are off
+ends (`--client-ms`; it then waits for the step after the one running). Absolute numbers are off
 (benchmarks/README.md says by how much against run 13); use it to rank policies, then
 measure the winner on the GPU.
 

@@ -3,9 +3,10 @@
 A gateway's /metrics splits its time to first token (counted from the request read, checked
 and tokenized) into the time a request waited for a slot (queue) and the time from its slot to
 its first token (prefill: its prompt and the calls that ran before it). Scraped just before and
-just after the measured requests, the difference of each histogram covers exactly those
-requests; what the client measures beyond the server's TTFT is the HTTP path (connection, body,
-SSE and the client itself). Servers without these metrics (llama-server) give no view.
+just after the measured requests, the difference of each histogram covers those requests (and
+any other client's, and none that the client gave up on before the server answered); what the
+client measures beyond the server's TTFT is the HTTP path (connection, body, SSE and the client
+itself). Servers without these metrics (llama-server) give no view.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ HISTOGRAMS = {
     "prefill": "gateway_request_prefill_seconds",
 }
 QUANTILES = (50, 90)
+_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 @dataclass(slots=True)
@@ -64,7 +66,7 @@ def parse(text: str) -> dict[str, Histogram]:
             continue
         hist = found.setdefault(name, Histogram())
         for sample in family.samples:
-            if sample.name.endswith("_bucket"):
+            if sample.name.endswith("_bucket") and "le" in sample.labels:
                 le = float(sample.labels["le"])
                 hist.buckets[le] = hist.buckets.get(le, 0.0) + sample.value
             elif sample.name.endswith("_count"):
@@ -107,13 +109,11 @@ def format_view(view: dict[str, dict[str, float]]) -> str:
     """The server-side lines under the client's table."""
     columns = ("mean", *[f"p{q}" for q in QUANTILES])
     lines = [
-        "server side, from its /metrics histograms (quantiles interpolated within a bucket):",
-        f"{'(ms)':<8}" + "".join(f"{c:>10}" for c in columns) + f"{'requests':>10}",
+        "server side, from its /metrics histograms (quantiles interpolated within a bucket;"
+        " queue and prefill count each choice):",
+        f"{'(ms)':<8}" + "".join(f"{c:>10}" for c in columns) + f"{'count':>10}",
     ]
     for key, stats in view.items():
         cells = "".join(f"{stats[c]:>10.1f}" for c in columns) + f"{stats['count']:>10.0f}"
         lines.append(f"{key.removesuffix('_ms').upper():<8}" + cells)
     return "\n".join(lines)
-
-
-_TIMEOUT = aiohttp.ClientTimeout(total=10)

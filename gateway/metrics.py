@@ -123,7 +123,7 @@ class Metrics:
         h = self._histogram
         self.ttft = h(
             "gateway_time_to_first_token_seconds",
-            "Time from the request's arrival to its first generated token.",
+            "Time from the request read, checked and tokenized to its first generated token.",
             LATENCY_BUCKETS,
         )
         self.tpot = h(
@@ -137,7 +137,9 @@ class Metrics:
             LATENCY_BUCKETS,
         )
         self.queue_time = h(
-            "gateway_request_queue_seconds", "Time a sequence waited for a slot.", LATENCY_BUCKETS
+            "gateway_request_queue_seconds",
+            "Time a sequence (each of a request's n choices and prompts) waited for a slot.",
+            LATENCY_BUCKETS,
         )
         self.prefill_time = h(
             "gateway_request_prefill_seconds",

@@ -113,28 +113,25 @@ def _steps(
     n_cells: int | None, seed: int, split_prompts: bool = False
 ) -> tuple[FakeRunner, list[list[Batch]]]:
     """A stream of requests of mixed lengths, some ending early (idle slots between busy
-    ones); the batches each step() ran, but for the steps where the KV cache was full."""
+    ones); the batches each step() ran."""
     rng = random.Random(seed)
     runner = FakeRunner(n_ctx=512, n_slots=8, n_cells=n_cells, n_ubatch=16)
     engine, _ = _engine(
         runner, n_slots=8, n_ctx=512 * 8, n_batch=48, n_ubatch=16, split_prompts=split_prompts
     )
     steps: list[list[Batch]] = []
-
-    def step() -> None:
-        before, full = len(runner.batches), runner.num_full
-        engine.step()
-        if runner.num_full == full:  # a call the full cache refused ends its step mixed
-            steps.append(runner.batches[before:])
-
     for i in range(40):
         length, answer = rng.randint(3, 90), rng.choice([1, 2, 30])
         params = SamplingParams(temperature=0.0, max_tokens=answer, ignore_eos=True)
         _add(engine, f"r{i}", _prompt(i, length), params)
         for _ in range(rng.randint(0, 3)):
-            step()
+            before = len(runner.batches)
+            engine.step()
+            steps.append(runner.batches[before:])
     while engine.has_work:
-        step()
+        before = len(runner.batches)
+        engine.step()
+        steps.append(runner.batches[before:])
     return runner, steps
 
 

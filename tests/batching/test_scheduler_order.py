@@ -104,9 +104,7 @@ def test_a_request_is_passed_only_by_those_that_arrived_within_max_hold() -> Non
 
 def test_the_prefill_time_runs_from_the_slot_to_the_first_token() -> None:
     clock = Clock()
-    engine = _engine(
-        clock, short_queue=-1
-    )  # a 64-token budget: the 100-token prompt takes two steps
+    engine = _engine(clock)  # a 64-token budget: the 100-token prompt takes two steps
     _add(engine, "long", _prompt(0, 100), SamplingParams(max_tokens=2, ignore_eos=True))
     clock.now = 1.0
     assert engine.step() == []  # admitted at 1.0, the first 64 tokens computed

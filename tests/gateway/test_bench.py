@@ -387,3 +387,5 @@ def test_the_view_is_the_difference_of_two_scrapes() -> None:
     assert view["queue_ms"]["p50"] == pytest.approx(50)  # 2 of the 4 new ones are <= 50 ms
     assert server_view(after, after) is None  # no request in between
     assert parse("# TYPE other_seconds histogram\nother_seconds_count 3\n") == {}
+    odd = "# TYPE gateway_request_queue_seconds histogram\ngateway_request_queue_seconds_bucket 1\n"
+    assert parse(odd)["queue"].buckets == {}  # a bucket without its bound is left out
