@@ -204,7 +204,7 @@ class Engine:
             if poll is not None and self.config.admit_late:
                 poll()
                 planned = self.scheduler.schedule(late=late)
-                late -= planned.num_tokens - len(planned.decode)
+                late -= planned.num_prefill_tokens
             else:
                 planned = self.scheduler.schedule(admit=False, prompts=False)
             if planned.is_empty:  # the new sequences ended on their first token (or aborted)
@@ -277,7 +277,7 @@ class Engine:
             self.observer(
                 StepStats(
                     num_decode_seqs=len(out.decode),
-                    num_prefill_tokens=out.num_tokens - len(out.decode),
+                    num_prefill_tokens=out.num_prefill_tokens,
                     num_seqs=len(out.decode) + len(out.prefill),
                     duration_s=end - start,
                     schedule_s=scheduled - start,

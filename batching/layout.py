@@ -60,7 +60,7 @@ class BatchLayout:
             groups += [started] if started else []
         calls = []
         for i, group in enumerate(groups):
-            call = SchedulerOutput(prefill=group, kv_ops=out.kv_ops if i == 0 else [])
+            call = SchedulerOutput(prefill=group, kv_ops=list(out.kv_ops) if i == 0 else [])
             self.lay_out(call, running, fill_gaps=False)
             calls.append(call)
         return calls

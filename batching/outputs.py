@@ -74,7 +74,12 @@ class SchedulerOutput:
 
     @property
     def num_tokens(self) -> int:
-        return len(self.decode) + sum(c.end - c.start for c in self.prefill)
+        return len(self.decode) + self.num_prefill_tokens
+
+    @property
+    def num_prefill_tokens(self) -> int:
+        """Prompt tokens the step computes (its decode tokens and fillers left out)."""
+        return sum(c.end - c.start for c in self.prefill)
 
     def runs(self) -> list[tuple[int, int]]:
         """(slot_id, number of tokens) of each entry, in batch order."""

@@ -24,8 +24,7 @@
 #   PROFILE=mixed BENCH_DEADLINE=450 benchmarks/gpu.sh bench
 #                             the mixed-length row only, for the gateway and llama-server side by
 #                             side: three seeds of 256 requests and one run of 1,024, so that a
-#                             TTFT p50 difference of 10% is not one call's noise
-#                             (not run yet; about 6-8 min estimated from runs 16-20's row times)
+#                             TTFT p50 difference of 10% is not one call's noise  (378 s in run 21)
 #   PROFILE=mixedab BENCH_DEADLINE=300 GATEWAY_ARGS=... GATEWAY_B_ARGS=... gpu.sh bench
 #                             two gateways side by side (A on GPU 0, B on GPU 1), no llama.cpp:
 #                             the mixed row with three seeds, then c64 and sampled chat (rows
@@ -282,6 +281,14 @@ scrape_metrics() { # scrape_metrics PORT FILE: the gateway's /metrics after a wo
     | grep -E '^gateway_(time_to_first_token|request_queue|step_(duration|ubatches|sample)|time_per_output)' >"$2"
 }
 
+mixed_seeds() { # mixed_seeds SERVER PORT LIMIT: the c64 mixed row with seeds 23, 33 and 43
+  local seed
+  for seed in 23 33 43; do
+    bench "$1" "$2" mixed-c64-s$seed "$3" --workload mixed --prompt-len-range 64 1000 \
+      --output-len-range 16 256 --concurrency 64 --num-requests 256 --warmup 64 --seed $seed
+  done
+}
+
 # workloads SERVER PORT PROFILE: the same workloads and seeds for every server, most telling
 # first; "short" runs only the rows that compare our batch sizes.
 workloads() {
@@ -298,21 +305,13 @@ workloads() {
     return 0
   fi
   if [[ $profile == mixedab ]]; then # two gateways: the mixed row three times, then two waves
-    local seed
-    for seed in 23 33 43; do
-      bench "$s" "$p" mixed-c64-s$seed 90 --workload mixed --prompt-len-range 64 1000 \
-        --output-len-range 16 256 "${c64[@]}" --seed $seed
-    done
+    mixed_seeds "$s" "$p" 90
     bench "$s" "$p" c64 60 "${c64[@]}" --seed 13
     bench "$s" "$p" chat-c64-t0.7-p0.9 60 "${chat[@]}" "${c64[@]}" --temperature 0.7 --top-p 0.9 --seed 21
     return 0
   fi
   if [[ $profile == mixed ]]; then # the mixed row, often enough to tell a 10% TTFT difference
-    local seed
-    for seed in 23 33 43; do
-      bench "$s" "$p" mixed-c64-s$seed 120 --workload mixed --prompt-len-range 64 1000 \
-        --output-len-range 16 256 "${c64[@]}" --seed $seed
-    done
+    mixed_seeds "$s" "$p" 120
     bench "$s" "$p" mixed-c64-n1024 300 --workload mixed --prompt-len-range 64 1000 \
       --output-len-range 16 256 --concurrency 64 --num-requests 1024 --warmup 64 --seed 53
     return 0

@@ -80,8 +80,8 @@ class SimRunner:
     def forward(self, out: SchedulerOutput) -> int:
         """Start the "decode": like llama_decode on a GPU, it returns at once; logits() waits."""
         self._rows = len(out.sample_rows)
-        prefill = out.num_tokens - len(out.decode)
-        self._done_at = time.perf_counter() + self._step_s + self._prefill_s_per_token * prefill
+        prefill_s = self._prefill_s_per_token * out.num_prefill_tokens
+        self._done_at = time.perf_counter() + self._step_s + prefill_s
         return 0
 
     def logits(self) -> Logits:
