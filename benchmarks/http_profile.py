@@ -42,7 +42,6 @@ from batching.info import ModelInfo
 from batching.outputs import KvOp, SchedulerOutput
 from batching.params import SamplingParams
 from batching.sampling_state import Grammar, Logits
-from batching.ubatch import ubatch_sizes
 from gateway.app import create_app
 from gateway.settings import Settings
 
@@ -108,13 +107,11 @@ class H200Runner(SimRunner):
             sys.path.insert(0, here)
         import policy_sim
 
-        self._ubatch_ms, self._kv_ms = policy_sim.ubatch_ms, policy_sim.kv_ms
+        self._call_ms = policy_sim.call_ms
 
     def forward(self, out: SchedulerOutput) -> int:
-        runs = out.runs()
         longest = max([s.num_tokens for s in out.decode] + [c.end for c in out.prefill] + [1])
-        sizes = ubatch_sizes(runs, self._n_ubatch, sequential=True)
-        ms = sum(self._ubatch_ms(n) for n in sizes) + 1.5 + self._kv_ms(len(runs), longest)
+        ms = self._call_ms(out.runs(), longest, self._n_ubatch)
         self._rows = len(out.sample_rows)
         self._done_at = time.perf_counter() + ms / 1000
         return 0

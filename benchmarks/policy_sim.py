@@ -55,6 +55,13 @@ def kv_ms(n_seqs: int, max_kv: int) -> float:
     return KV_MS_PER_CELL * n_seqs * max(max_kv - KV_FIT_CELLS, 0)
 
 
+def call_ms(runs: list[tuple[int, int]], max_kv: int, n_ubatch: int) -> float:
+    """One llama_decode of a batch with these (slot, tokens) runs whose longest stream holds
+    `max_kv` cells: its ubatches, the attention beyond the fit's, and 1.5 ms of Python."""
+    sizes = ubatch_sizes(runs, n_ubatch, sequential=True)
+    return sum(ubatch_ms(n) for n in sizes) + 1.5 + kv_ms(len(runs), max_kv)
+
+
 def draw(rng: random.Random, workload: str) -> tuple[int, int]:
     """Prompt and answer lengths, as `gateway/bench_workload.py` draws them."""
     if workload == "mixed":
@@ -104,9 +111,8 @@ class Sim:
                     runs[-1] = (slot, runs[-1][1] + 1)
                 else:
                     runs.append((slot, 1))
-            sizes = ubatch_sizes(runs, self.n_ubatch, sequential=True)
             max_kv = max(pos for _, pos, _ in batch.tokens) + 1
-            self.now += (sum(ubatch_ms(n) for n in sizes) + 1.5 + kv_ms(len(runs), max_kv)) / 1000
+            self.now += call_ms(runs, max_kv, self.n_ubatch) / 1000
         self.timed = max(self.timed, upto)
 
     def phase(self, total: int) -> tuple[list[float], int, float]:
